@@ -1,0 +1,228 @@
+//! The [`Conn`] contract every backend implements, with its lock and election types.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Result;
+use crate::types::{DirEntry, Fence, KvInfo, RecursiveChange, Version, WatchData};
+use crate::watch::WatchStream;
+
+/// A connection to one cell of the topology (the global cell or a local cell): a consistent
+/// key/value store with versions, watches, locks and elections.
+///
+/// Paths are relative to the connection's root and follow Go `path.Join` semantics (see
+/// [`crate::path`]); a path whose `..` climbs above the root is refused with
+/// `InvalidArgument`. Paths returned by the connection are in canonical form (`/a/b`).
+///
+/// # Cancellation
+/// Every method is a future; dropping it abandons the call. A dropped write may or may not
+/// have happened. A dropped lock or election acquisition leaves no entry behind (backends
+/// remove their entry in the background). Bounded waits are the caller's: wrap a call in
+/// `tokio::time::timeout`, or use [`crate::ConnExt::lock_timeout`], which reports `Timeout`.
+///
+/// # Errors
+/// Each method lists the kinds it returns for the conditions of the contract; any method may
+/// also return `Timeout`, `Interrupted` or `Backend` for transport failures, and
+/// `InvalidArgument` for a path that climbs above the root.
+#[async_trait]
+pub trait Conn: Send + Sync + Debug + 'static {
+    /// The immediate children of `dir`, sorted by name.
+    ///
+    /// With `full == false` only names are filled (type `Directory`, not ephemeral). With
+    /// `full == true` each entry says whether it is a file or a directory and whether it is
+    /// ephemeral (lock and election entries).
+    ///
+    /// # Errors
+    /// `NoNode` when nothing exists under `dir`. (ZooKeeper returns an empty list for an
+    /// existing empty directory node.)
+    async fn list_dir(&self, dir: &str, full: bool) -> Result<Vec<DirEntry>>;
+
+    /// Creates `path` with `contents`; intermediate directories are implicit.
+    ///
+    /// # Errors
+    /// `NodeExists` when the file exists.
+    async fn create(&self, path: &str, contents: &[u8]) -> Result<Version>;
+
+    /// Writes `contents` to `path` and returns the new version. With `version == None` the
+    /// write is unconditional and creates the file when absent; otherwise it is a
+    /// compare-and-set.
+    ///
+    /// # Errors
+    /// `BadVersion` when the stored version differs. For a missing file with a version:
+    /// `NoNode` (memory, local, ZooKeeper) or `BadVersion` (etcd).
+    async fn update(&self, path: &str, contents: &[u8], version: Option<&Version>) -> Result<Version>;
+
+    /// The contents and version of `path`.
+    ///
+    /// # Errors
+    /// `NoNode` when absent.
+    async fn get(&self, path: &str) -> Result<(Vec<u8>, Version)>;
+
+    /// The contents `path` had at `version` (etcd only).
+    ///
+    /// # Errors
+    /// `NoImplementation` on backends without history; `NoNode` when no such version exists.
+    async fn get_version(&self, path: &str, version: &Version) -> Result<Vec<u8>>;
+
+    /// Every file whose key starts with the string `root + prefix` (a plain string prefix,
+    /// not a directory boundary: `/top` matches `/toplevel/x`), sorted by key.
+    ///
+    /// # Errors
+    /// `NoNode` when nothing matches; `ResourceExhausted` when the result is over the
+    /// backend's size limit.
+    async fn list(&self, prefix: &str) -> Result<Vec<KvInfo>>;
+
+    /// Deletes the file at `path`; `version == None` is unconditional. Directories left empty
+    /// disappear from their parent's listing.
+    ///
+    /// # Errors
+    /// `NoNode` when absent, `BadVersion` on a version mismatch.
+    async fn delete(&self, path: &str, version: Option<&Version>) -> Result<()>;
+
+    /// [`Conn::create`], refused atomically unless the lock behind `fence` is still held.
+    ///
+    /// # Errors
+    /// As `create`, plus `LockLost` when the lock is gone (nothing is written then).
+    async fn create_fenced(&self, fence: &Fence, path: &str, contents: &[u8]) -> Result<Version>;
+
+    /// [`Conn::update`], refused atomically unless the lock behind `fence` is still held.
+    ///
+    /// # Errors
+    /// As `update`, plus `LockLost` when the lock is gone (nothing is written then).
+    async fn update_fenced(
+        &self,
+        fence: &Fence,
+        path: &str,
+        contents: &[u8],
+        version: Option<&Version>,
+    ) -> Result<Version>;
+
+    /// [`Conn::delete`], refused atomically unless the lock behind `fence` is still held.
+    ///
+    /// # Errors
+    /// As `delete`, plus `LockLost` when the lock is gone (nothing is deleted then).
+    async fn delete_fenced(&self, fence: &Fence, path: &str, version: Option<&Version>) -> Result<()>;
+
+    /// Takes the advisory lock on directory `dir`, waiting while others hold it. `contents`
+    /// (a human-readable description, by convention Vitess's JSON lock descriptor) is stored
+    /// in the lock entry. Waiters are served in arrival order.
+    ///
+    /// The lock stays held until [`LockDescriptor::unlock`] or until the guard is dropped,
+    /// whatever happens to the future that acquired it: backends keep leases and sessions
+    /// alive in the background.
+    ///
+    /// # Errors
+    /// `NoNode` when nothing exists under `dir` (ZooKeeper creates the path instead).
+    ///
+    /// # Cancellation safety
+    /// Dropping the future while it waits removes the waiter's entry.
+    async fn lock(&self, dir: &str, contents: &str) -> Result<LockGuard>;
+
+    /// As [`Conn::lock`] with `ttl` as the lease or session time-to-live of the entry
+    /// (etcd, local; ignored by backends whose locks are session-bound).
+    async fn lock_with_ttl(&self, dir: &str, contents: &str, ttl: Duration) -> Result<LockGuard>;
+
+    /// A named lock: as [`Conn::lock`] but `dir` need not exist, and the entry's TTL is
+    /// Vitess's `NamedLockTTL` (24 h) where the backend has TTLs.
+    async fn lock_name(&self, dir: &str, contents: &str) -> Result<LockGuard>;
+
+    /// As [`Conn::lock`] but never waits behind a holder.
+    ///
+    /// # Errors
+    /// `NodeExists` ("lock already exists at path <dir>") at once when the lock is held or
+    /// waited for; `NoNode` as `lock`.
+    async fn try_lock(&self, dir: &str, contents: &str) -> Result<LockGuard>;
+
+    /// The current value of `path` and a stream of its later changes (see [`WatchStream`]
+    /// for the contract). Versions in the stream are of the same kind as those of `get`.
+    ///
+    /// # Errors
+    /// `NoNode` when the file does not exist (no stream is returned).
+    async fn watch(&self, path: &str) -> Result<(WatchData, WatchStream<WatchData>)>;
+
+    /// The current files under the prefix `path/` and a stream of their later changes. A
+    /// deletion is an item with `data == None` and does not end the stream.
+    async fn watch_recursive(
+        &self,
+        path: &str,
+    ) -> Result<(Vec<RecursiveChange>, WatchStream<RecursiveChange>)>;
+
+    /// A participant in the election `name`, with `id` (unique per process, usually
+    /// host:port). Creating it does not enter the election.
+    async fn new_leader_participation(&self, name: &str, id: &str) -> Result<Box<dyn LeaderParticipation>>;
+
+    /// Closes the connection. Later calls fail; held locks are released.
+    async fn close(&self);
+}
+
+/// A held lock (Vitess's `LockDescriptor`). Dropping it releases the lock in the background.
+#[async_trait]
+pub trait LockDescriptor: Send + Sync + Debug {
+    /// The locked directory, relative to the connection's root.
+    fn dir(&self) -> &str;
+
+    /// The fencing token: strictly larger for every later holder of the same directory
+    /// (etcd: the lock key's create revision; ZooKeeper: the sequence number; memory and
+    /// local: the entry's sequence).
+    fn fencing_token(&self) -> u64;
+
+    /// The fence for writes made under this lock (see [`Conn::create_fenced`]).
+    fn fence(&self) -> Fence;
+
+    /// Succeeds while the lock is held.
+    ///
+    /// # Errors
+    /// `LockLost` as soon as the backend lost the lock (lease expired, session expired).
+    async fn check(&self) -> Result<()>;
+
+    /// Releases the lock. A guard can be released only once: the method consumes it.
+    ///
+    /// # Errors
+    /// `LockLost` or `NoNode` when the lock had already been lost.
+    async fn unlock(self: Box<Self>) -> Result<()>;
+}
+
+/// A held lock, as returned by the `lock*` methods of [`Conn`].
+pub type LockGuard = Box<dyn LockDescriptor>;
+
+/// One participant in a leader election (Vitess's `LeaderParticipation`).
+#[async_trait]
+pub trait LeaderParticipation: Send + Sync + Debug {
+    /// Becomes a candidate and waits until this participant leads. The returned token is
+    /// cancelled when leadership is lost or [`LeaderParticipation::stop`] is called.
+    ///
+    /// # Errors
+    /// `Interrupted` when `stop` was called before or while waiting.
+    async fn wait_for_leadership(&self) -> Result<CancellationToken>;
+
+    /// Leaves the election, releasing leadership if held, and returns once cleaned up. A
+    /// pending `wait_for_leadership` returns `Interrupted`.
+    async fn stop(&self);
+
+    /// The id of the current leader, or `""` when there is none.
+    async fn current_leader_id(&self) -> Result<String>;
+
+    /// A stream of leader ids: the current leader first (if any), then each new leader.
+    async fn wait_for_new_leader(&self) -> Result<WatchStream<String>>;
+}
+
+/// Creates connections for one backend implementation (Vitess's `topo.Factory`).
+#[async_trait]
+pub trait Factory: Send + Sync + Debug + 'static {
+    /// The implementation's registered name (`memory`, `local`, `etcd2`, `zk2`, `consul`).
+    fn name(&self) -> &'static str;
+
+    /// True when `server_address` names a separate read-only replica set for the global
+    /// cell (ZooKeeper observers after `|`).
+    fn has_global_read_only_cell(&self, _server_address: &str, _root: &str) -> bool {
+        false
+    }
+
+    /// A connection for `cell` (`global`, `global-read-only` or a cell name) to
+    /// `server_address` under `root`.
+    async fn create(&self, cell: &str, server_address: &str, root: &str) -> Result<Arc<dyn Conn>>;
+}

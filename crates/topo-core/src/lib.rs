@@ -1,0 +1,35 @@
+//! # topo-core
+//!
+//! The base of Toposphere: the [`Conn`] contract that every topology backend implements,
+//! the error kinds of Vitess's topology service ([`TopoError`]), Go-compatible key rules
+//! ([`path`]), the in-memory reference backend ([`memory`]), connection wrappers (statistics,
+//! read-concurrency limit, read-only mode, fault injection: [`wrap`]) and the conformance
+//! suite every backend runs ([`conformance`], feature `conformance`).
+//!
+//! ## Layout
+//! - [`conn`]: the `Conn`, `LockDescriptor`, `LeaderParticipation` and `Factory` traits.
+//! - [`types`]: `Version`, `DirEntry`, `KvInfo`, `WatchData`, `RecursiveChange`, `Fence`.
+//! - [`watch`]: `WatchStream`, which enforces the watch contract for every backend.
+//! - [`ext`]: `ConnExt` helpers (`get_opt`, `lock_timeout`, `read_modify_write`).
+//! - [`error`], [`path`], [`memory`], [`wrap`].
+//!
+//! ## Feature flags
+//! - `conformance`: the shared test suite and its `conformance_tests!` macro.
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod conn;
+pub mod error;
+pub mod ext;
+pub mod path;
+pub mod types;
+pub mod watch;
+
+pub use conn::{Conn, Factory, LeaderParticipation, LockDescriptor, LockGuard};
+pub use error::{ErrorKind, Result, TopoError};
+pub use ext::ConnExt;
+pub use types::{DirEntry, DirEntryType, Fence, KvInfo, RecursiveChange, Version, WatchData};
+pub use watch::WatchStream;
+
+/// The `Conn` trait object, as the typed layer holds it.
+pub type DynConn = dyn Conn;
