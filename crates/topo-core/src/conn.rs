@@ -54,7 +54,12 @@ pub trait Conn: Send + Sync + Debug + 'static {
     /// # Errors
     /// `BadVersion` when the stored version differs. For a missing file with a version:
     /// `NoNode` (memory, local, ZooKeeper) or `BadVersion` (etcd).
-    async fn update(&self, path: &str, contents: &[u8], version: Option<&Version>) -> Result<Version>;
+    async fn update(
+        &self,
+        path: &str,
+        contents: &[u8],
+        version: Option<&Version>,
+    ) -> Result<Version>;
 
     /// The contents and version of `path`.
     ///
@@ -105,7 +110,12 @@ pub trait Conn: Send + Sync + Debug + 'static {
     ///
     /// # Errors
     /// As `delete`, plus `LockLost` when the lock is gone (nothing is deleted then).
-    async fn delete_fenced(&self, fence: &Fence, path: &str, version: Option<&Version>) -> Result<()>;
+    async fn delete_fenced(
+        &self,
+        fence: &Fence,
+        path: &str,
+        version: Option<&Version>,
+    ) -> Result<()>;
 
     /// Takes the advisory lock on directory `dir`, waiting while others hold it. `contents`
     /// (a human-readable description, by convention Vitess's JSON lock descriptor) is stored
@@ -153,7 +163,11 @@ pub trait Conn: Send + Sync + Debug + 'static {
 
     /// A participant in the election `name`, with `id` (unique per process, usually
     /// host:port). Creating it does not enter the election.
-    async fn new_leader_participation(&self, name: &str, id: &str) -> Result<Box<dyn LeaderParticipation>>;
+    async fn new_leader_participation(
+        &self,
+        name: &str,
+        id: &str,
+    ) -> Result<Box<dyn LeaderParticipation>>;
 
     /// Closes the connection. Later calls fail; held locks are released.
     async fn close(&self);

@@ -23,7 +23,12 @@ pub trait ConnExt: Conn {
 
     /// [`Conn::lock`] that gives up after `timeout` with `Timeout` naming `dir`. The
     /// abandoned acquisition leaves no entry behind.
-    async fn lock_timeout(&self, dir: &str, contents: &str, timeout: Duration) -> Result<LockGuard> {
+    async fn lock_timeout(
+        &self,
+        dir: &str,
+        contents: &str,
+        timeout: Duration,
+    ) -> Result<LockGuard> {
         match tokio::time::timeout(timeout, self.lock(dir, contents)).await {
             Ok(r) => r,
             Err(_) => Err(TopoError::Timeout(dir.to_string())),

@@ -21,9 +21,11 @@ pub mod conformance;
 pub mod conn;
 pub mod error;
 pub mod ext;
+pub mod memory;
 pub mod path;
 pub mod types;
 pub mod watch;
+pub mod wrap;
 
 pub use conn::{Conn, Factory, LeaderParticipation, LockDescriptor, LockGuard};
 pub use error::{ErrorKind, Result, TopoError};

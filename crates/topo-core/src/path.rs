@@ -190,7 +190,10 @@ mod tests {
         );
         assert_eq!(join("/vitess/global", "/").unwrap(), "/vitess/global");
         assert_eq!(join("/vitess/global", "").unwrap(), "/vitess/global");
-        assert_eq!(join("/vitess/global/", "//a//b/").unwrap(), "/vitess/global/a/b");
+        assert_eq!(
+            join("/vitess/global/", "//a//b/").unwrap(),
+            "/vitess/global/a/b"
+        );
         assert_eq!(join("/r", "./a/./b/.").unwrap(), "/r/a/b");
         assert_eq!(join("/r", "a/../b").unwrap(), "/r/b");
         assert_eq!(join("/", "a").unwrap(), "/a");
@@ -199,7 +202,13 @@ mod tests {
 
     #[test]
     fn climbing_above_root_is_refused() {
-        for bad in ["..", "../x", "/a/../../b", "a/../../..", "./../cell2/Tablet"] {
+        for bad in [
+            "..",
+            "../x",
+            "/a/../../b",
+            "a/../../..",
+            "./../cell2/Tablet",
+        ] {
             let err = join("/vitess/global", bad).unwrap_err();
             assert!(
                 matches!(&err, TopoError::InvalidArgument(m) if m.contains(bad)),

@@ -33,7 +33,10 @@ pub struct WatchStream<T> {
 impl<T> WatchStream<T> {
     /// Wraps a backend's change stream for the watch on `path` (relative path, used in the
     /// final error's message).
-    pub fn new(path: impl Into<String>, inner: impl Stream<Item = Result<T>> + Send + 'static) -> Self {
+    pub fn new(
+        path: impl Into<String>,
+        inner: impl Stream<Item = Result<T>> + Send + 'static,
+    ) -> Self {
         let cancel = CancellationToken::new();
         WatchStream {
             inner: Some(inner.boxed()),
@@ -103,11 +106,7 @@ mod tests {
 
     #[tokio::test]
     async fn error_is_last_and_cancel_interrupts() {
-        let items = futures::stream::iter(vec![
-            Ok(1),
-            Err(TopoError::NoNode("/f".into())),
-            Ok(2),
-        ]);
+        let items = futures::stream::iter(vec![Ok(1), Err(TopoError::NoNode("/f".into())), Ok(2)]);
         let s = WatchStream::new("/f", items);
         let got: Vec<_> = s.collect().await;
         assert_eq!(got, vec![Ok(1), Err(TopoError::NoNode("/f".into()))]);

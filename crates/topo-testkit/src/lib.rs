@@ -85,7 +85,10 @@ impl ServerProcess {
         let mut pid_line = String::new();
         {
             use std::io::BufRead;
-            let out = shell.stdout.take().ok_or_else(|| io::Error::other("no stdout"))?;
+            let out = shell
+                .stdout
+                .take()
+                .ok_or_else(|| io::Error::other("no stdout"))?;
             let mut reader = io::BufReader::new(out);
             reader.read_line(&mut pid_line)?;
             // The server's own output goes to the log; keep draining the pipe so it never
@@ -114,7 +117,10 @@ impl ServerProcess {
         if status.success() {
             Ok(())
         } else {
-            Err(io::Error::other(format!("kill -{signal} {} failed", self.pid)))
+            Err(io::Error::other(format!(
+                "kill -{signal} {} failed",
+                self.pid
+            )))
         }
     }
 

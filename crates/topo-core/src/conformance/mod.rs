@@ -53,9 +53,17 @@ pub fn fresh_root(check: &str) -> String {
 }
 
 /// Runs one check against `factory` under a fresh root, or prints why it is skipped.
-pub async fn run<F: ConnFactory>(backend: &str, factory: Option<F>, check: Check, skips: &[(Check, &str)]) {
+pub async fn run<F: ConnFactory>(
+    backend: &str,
+    factory: Option<F>,
+    check: Check,
+    skips: &[(Check, &str)],
+) {
     if let Some((_, reason)) = skips.iter().find(|(c, _)| *c == check) {
-        eprintln!("skipping {backend}::conformance::{}: {reason}", check.name());
+        eprintln!(
+            "skipping {backend}::conformance::{}: {reason}",
+            check.name()
+        );
         return;
     }
     let Some(factory) = factory else {
@@ -100,13 +108,13 @@ macro_rules! conformance_tests {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_each {
-    ($backend:ident, $factory:path, [$($skip:expr),*]; $($fn_name:ident $variant:ident),* $(,)?) => {
+    ($backend:ident, $factory:path, $skips:tt; $($fn_name:ident $variant:ident),* $(,)?) => {
         mod $backend {
             mod conformance {
                 $(
                     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                     async fn $fn_name() {
-                        let skips: &[($crate::conformance::Check, &str)] = &[$($skip),*];
+                        let skips: &[($crate::conformance::Check, &str)] = &$skips;
                         $crate::conformance::run(
                             stringify!($backend),
                             $factory().await,
