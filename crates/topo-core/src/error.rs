@@ -41,6 +41,8 @@ pub enum ErrorKind {
     LockLost,
     /// The caller passed an argument the topology cannot accept.
     InvalidArgument,
+    /// The topology is not in a state that allows the operation.
+    FailedPrecondition,
     /// The connection refuses writes.
     ReadOnly,
     /// Stored bytes could not be decoded.
@@ -94,6 +96,9 @@ pub enum TopoError {
     /// A name or argument the topology cannot accept; the message names it.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The topology is not in a state that allows the operation; the message says why.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// The connection is read-only.
     #[error("cannot perform {op} on {path} as the topology server connection is read-only")]
     ReadOnly {
@@ -140,6 +145,7 @@ impl TopoError {
             TopoError::ResourceExhausted(_) => ErrorKind::ResourceExhausted,
             TopoError::LockLost(_) => ErrorKind::LockLost,
             TopoError::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            TopoError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             TopoError::ReadOnly { .. } => ErrorKind::ReadOnly,
             TopoError::Corrupt { .. } => ErrorKind::Corrupt,
             TopoError::Backend { .. } => ErrorKind::Backend,
@@ -191,6 +197,11 @@ impl TopoError {
     /// An [`TopoError::InvalidArgument`] with the given message.
     pub fn invalid(message: impl Into<String>) -> Self {
         TopoError::InvalidArgument(message.into())
+    }
+
+    /// A [`TopoError::FailedPrecondition`] with the given message.
+    pub fn precondition(message: impl Into<String>) -> Self {
+        TopoError::FailedPrecondition(message.into())
     }
 
     /// Bytes at `path` that do not decode.

@@ -2,7 +2,7 @@
 //!
 //! A backend crate runs the whole suite from its tests with one macro call:
 //!
-//! ```ignore
+//! ```text
 //! // tests/conformance.rs of a backend crate
 //! async fn factory() -> Option<MyFactory> { Some(MyFactory::new()) }
 //! topo_core::conformance_tests!(mybackend, crate::factory);

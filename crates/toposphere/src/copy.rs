@@ -1,0 +1,282 @@
+//! Copy and compare between two topologies (Vitess's topo2topo helpers, spec §7.2–§7.3),
+//! for every kind of record.
+//!
+//! Copy moves each record's bytes exactly (unknown fields included) with unconditional
+//! writes, so it can be re-run. Compare decodes both sides and compares the messages, never
+//! backend versions, so it works across backends.
+
+use std::collections::BTreeSet;
+
+use topo_core::{Result, TopoError};
+use topo_proto::json::{message_type_for_path, to_json, JsonForm};
+
+use crate::{paths, Server, GLOBAL_CELL};
+
+/// A kind of record that copy and compare handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecordKind {
+    /// `CellInfo` records. Off in topo2topo by default: they hold the source's addresses.
+    CellInfo,
+    /// `CellsAlias` records.
+    CellsAlias,
+    /// `Keyspace` and `VSchema` records.
+    Keyspaces,
+    /// `Shard` records.
+    Shards,
+    /// `ShardReplication` records of every cell.
+    ShardReplications,
+    /// `Tablet` records of every cell.
+    Tablets,
+    /// Routing, shard routing, keyspace routing and mirror rules.
+    RoutingRules,
+    /// `SrvKeyspace` records of every cell.
+    SrvKeyspaces,
+    /// `SrvVSchema` of every cell.
+    SrvVSchemas,
+}
+
+impl RecordKind {
+    /// Every kind, in copy order (Vitess's order first, then the rest).
+    pub const ALL: [RecordKind; 9] = [
+        RecordKind::CellInfo,
+        RecordKind::CellsAlias,
+        RecordKind::Keyspaces,
+        RecordKind::Shards,
+        RecordKind::ShardReplications,
+        RecordKind::Tablets,
+        RecordKind::RoutingRules,
+        RecordKind::SrvKeyspaces,
+        RecordKind::SrvVSchemas,
+    ];
+
+    /// A short name (`keyspaces`, `shards`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordKind::CellInfo => "cell infos",
+            RecordKind::CellsAlias => "cells aliases",
+            RecordKind::Keyspaces => "keyspaces",
+            RecordKind::Shards => "shards",
+            RecordKind::ShardReplications => "shard replications",
+            RecordKind::Tablets => "tablets",
+            RecordKind::RoutingRules => "routing rules",
+            RecordKind::SrvKeyspaces => "srv keyspaces",
+            RecordKind::SrvVSchemas => "srv vschemas",
+        }
+    }
+}
+
+/// One record: the cell whose connection holds it (`global` or a cell) and its path.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RecordRef {
+    /// `global` or a cell name.
+    pub cell: String,
+    /// The path relative to that cell's root.
+    pub path: String,
+}
+
+impl std::fmt::Display for RecordRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.cell, self.path)
+    }
+}
+
+fn global(path: String) -> RecordRef {
+    RecordRef {
+        cell: GLOBAL_CELL.to_string(),
+        path,
+    }
+}
+
+/// True when the file exists.
+async fn exists(server: &Server, r: &RecordRef) -> Result<bool> {
+    let conn = server.conn_for_cell(&r.cell).await?;
+    match conn.get(&r.path).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_no_node() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The records of `kind` that `server` holds, sorted.
+pub async fn list_records(server: &Server, kind: RecordKind) -> Result<Vec<RecordRef>> {
+    let mut out = Vec::new();
+    match kind {
+        RecordKind::CellInfo => {
+            for c in server.get_cell_info_names().await? {
+                out.push(global(paths::cell_info(&c)));
+            }
+        }
+        RecordKind::CellsAlias => {
+            for a in server.get_cells_aliases().await?.keys() {
+                out.push(global(paths::cells_alias(a)));
+            }
+        }
+        RecordKind::Keyspaces => {
+            for ks in server.get_keyspaces().await? {
+                for r in [global(paths::keyspace(&ks)), global(paths::vschema(&ks))] {
+                    if exists(server, &r).await? {
+                        out.push(r);
+                    }
+                }
+            }
+        }
+        RecordKind::Shards => {
+            for ks in server.get_keyspaces().await? {
+                for shard in server.find_all_shards_in_keyspace(&ks).await?.keys() {
+                    out.push(global(paths::shard(&ks, shard)));
+                }
+            }
+        }
+        RecordKind::ShardReplications => {
+            let cells = server.get_cell_info_names().await?;
+            for ks in server.get_keyspaces().await? {
+                for shard in server.get_shard_names(&ks).await? {
+                    for cell in &cells {
+                        let r = RecordRef {
+                            cell: cell.clone(),
+                            path: paths::shard_replication(&ks, &shard),
+                        };
+                        if exists(server, &r).await? {
+                            out.push(r);
+                        }
+                    }
+                }
+            }
+        }
+        RecordKind::Tablets => {
+            for cell in server.get_cell_info_names().await? {
+                for t in server.get_tablets_by_cell(&cell, None, None).await? {
+                    out.push(RecordRef {
+                        cell: cell.clone(),
+                        path: paths::tablet(&t.alias()),
+                    });
+                }
+            }
+        }
+        RecordKind::RoutingRules => {
+            for p in [
+                paths::ROUTING_RULES,
+                paths::SHARD_ROUTING_RULES,
+                paths::MIRROR_RULES,
+                paths::KEYSPACE_ROUTING_RULES,
+            ] {
+                let r = global(p.to_string());
+                if exists(server, &r).await? {
+                    out.push(r);
+                }
+            }
+        }
+        RecordKind::SrvKeyspaces => {
+            for cell in server.get_cell_info_names().await? {
+                for ks in server.get_srv_keyspace_names(&cell).await? {
+                    let r = RecordRef {
+                        cell: cell.clone(),
+                        path: paths::srv_keyspace(&ks),
+                    };
+                    if exists(server, &r).await? {
+                        out.push(r);
+                    }
+                }
+            }
+        }
+        RecordKind::SrvVSchemas => {
+            for cell in server.get_cell_info_names().await? {
+                let r = RecordRef {
+                    cell,
+                    path: paths::SRV_VSCHEMA.to_string(),
+                };
+                if exists(server, &r).await? {
+                    out.push(r);
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// What a copy did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CopySummary {
+    /// Records written (or, in a dry run, that would be).
+    pub copied: usize,
+    /// Records the destination already held with the same bytes.
+    pub unchanged: usize,
+}
+
+/// Copies every record of `kinds` from `from` to `to`. `on_record` is called once per
+/// record (for progress). With `dry_run` nothing is written.
+///
+/// # Errors
+/// The first read or write error, naming the record.
+pub async fn copy(
+    from: &Server,
+    to: &Server,
+    kinds: &[RecordKind],
+    dry_run: bool,
+    on_record: &(dyn Fn(&RecordRef) + Sync),
+) -> Result<CopySummary> {
+    let mut summary = CopySummary::default();
+    for kind in RecordKind::ALL.iter().filter(|k| kinds.contains(k)) {
+        for r in list_records(from, *kind).await? {
+            let bytes = from.conn_for_cell(&r.cell).await?.get(&r.path).await?.0;
+            let dest = to.conn_for_cell(&r.cell).await.map_err(|e| {
+                TopoError::precondition(format!("destination has no cell {} for {r}: {e}", r.cell))
+            })?;
+            match dest.get(&r.path).await {
+                Ok((existing, _)) if existing == bytes => summary.unchanged += 1,
+                Ok(_) | Err(TopoError::NoNode(_)) => {
+                    if !dry_run {
+                        dest.update(&r.path, &bytes, None).await?;
+                    }
+                    summary.copied += 1;
+                }
+                Err(e) => return Err(e),
+            }
+            on_record(&r);
+        }
+        tracing::info!(kind = kind.name(), "copied");
+    }
+    Ok(summary)
+}
+
+/// The decoded form of a record for comparison (JSON of the message; raw text for files
+/// with no record type).
+async fn decoded(server: &Server, r: &RecordRef) -> Result<serde_json::Value> {
+    let (bytes, _) = server.conn_for_cell(&r.cell).await?.get(&r.path).await?;
+    match message_type_for_path(&r.path) {
+        Some(t) => to_json(&bytes, t, JsonForm::Vtctld),
+        None => Ok(serde_json::Value::String(
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )),
+    }
+}
+
+/// Compares every record of `kinds` in `a` and `b` as decoded messages.
+///
+/// # Errors
+/// `FailedPrecondition` naming the first record that is missing on one side or differs.
+pub async fn compare(a: &Server, b: &Server, kinds: &[RecordKind]) -> Result<usize> {
+    let mut compared = 0;
+    for kind in RecordKind::ALL.iter().filter(|k| kinds.contains(k)) {
+        let left: BTreeSet<RecordRef> = list_records(a, *kind).await?.into_iter().collect();
+        let right: BTreeSet<RecordRef> = list_records(b, *kind).await?.into_iter().collect();
+        if let Some(r) = left.symmetric_difference(&right).next() {
+            let side = if left.contains(r) { "second" } else { "first" };
+            return Err(TopoError::precondition(format!(
+                "{} differ: {r} is missing in the {side} topology",
+                kind.name()
+            )));
+        }
+        for r in &left {
+            if decoded(a, r).await? != decoded(b, r).await? {
+                return Err(TopoError::precondition(format!(
+                    "{} differ: {r} has different contents",
+                    kind.name()
+                )));
+            }
+            compared += 1;
+        }
+    }
+    Ok(compared)
+}

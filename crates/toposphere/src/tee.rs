@@ -1,0 +1,282 @@
+//! [`TeeConn`]: a connection that writes to two topologies, for live migration (Vitess's
+//! `helpers.Tee`, spec §7.4).
+//!
+//! Reads, watches and elections use the primary. Writes go to the primary first (its
+//! result is the call's result) and then to the secondary unconditionally: a failed
+//! secondary create fails the call, failed secondary updates and deletes are only logged.
+//! Locks are taken on both, in a configurable order, and released in reverse.
+//! Fenced writes are fenced on the primary only (a fence names one backend's lock entry).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use topo_core::{
+    Conn, DirEntry, ErrorKind, Fence, KvInfo, LeaderParticipation, LockDescriptor, LockGuard,
+    RecursiveChange, Result, Version, WatchData, WatchStream,
+};
+
+/// Writes to a primary and a secondary connection; reads from the primary.
+#[derive(Debug, Clone)]
+pub struct TeeConn {
+    primary: Arc<dyn Conn>,
+    secondary: Arc<dyn Conn>,
+    reverse_lock_order: bool,
+}
+
+impl TeeConn {
+    /// A tee over `primary` and `secondary`; with `reverse_lock_order` locks are taken on
+    /// the secondary first (use the same order as every other tee of the migration).
+    pub fn new(primary: Arc<dyn Conn>, secondary: Arc<dyn Conn>, reverse_lock_order: bool) -> Self {
+        TeeConn {
+            primary,
+            secondary,
+            reverse_lock_order,
+        }
+    }
+
+    async fn mirror_create(&self, path: &str, contents: &[u8]) -> Result<()> {
+        match self.secondary.create(path, contents).await {
+            Err(e) if e.is(ErrorKind::NodeExists) => self
+                .secondary
+                .update(path, contents, None)
+                .await
+                .map(|_| ()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    async fn mirror_update(&self, path: &str, contents: &[u8]) {
+        if let Err(e) = self.secondary.update(path, contents, None).await {
+            tracing::warn!(path, "tee: secondary update failed: {e}");
+        }
+    }
+
+    async fn mirror_delete(&self, path: &str) {
+        match self.secondary.delete(path, None).await {
+            Err(e) if !e.is_no_node() => tracing::warn!(path, "tee: secondary delete failed: {e}"),
+            _ => {}
+        }
+    }
+
+    async fn lock_both<'a, F, Fut>(&'a self, take: F) -> Result<LockGuard>
+    where
+        F: Fn(&'a Arc<dyn Conn>) -> Fut,
+        Fut: std::future::Future<Output = Result<LockGuard>>,
+    {
+        let (first, second) = if self.reverse_lock_order {
+            (&self.secondary, &self.primary)
+        } else {
+            (&self.primary, &self.secondary)
+        };
+        let g1 = take(first).await?;
+        let g2 = match take(second).await {
+            Ok(g) => g,
+            Err(e) => {
+                if let Err(u) = g1.unlock().await {
+                    tracing::warn!("tee: releasing the first lock after the second failed: {u}");
+                }
+                return Err(e);
+            }
+        };
+        let (primary, secondary) = if self.reverse_lock_order {
+            (g2, g1)
+        } else {
+            (g1, g2)
+        };
+        Ok(Box::new(TeeLock { primary, secondary }))
+    }
+}
+
+/// Both locks of a tee.
+struct TeeLock {
+    primary: LockGuard,
+    secondary: LockGuard,
+}
+
+impl fmt::Debug for TeeLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TeeLock")
+            .field("dir", &self.primary.dir())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl LockDescriptor for TeeLock {
+    fn dir(&self) -> &str {
+        self.primary.dir()
+    }
+    fn fencing_token(&self) -> u64 {
+        self.primary.fencing_token()
+    }
+    fn fence(&self) -> Fence {
+        self.primary.fence()
+    }
+    async fn check(&self) -> Result<()> {
+        self.primary.check().await?;
+        self.secondary.check().await
+    }
+    async fn unlock(self: Box<Self>) -> Result<()> {
+        let second = self.secondary.unlock().await;
+        let first = self.primary.unlock().await;
+        second.and(first)
+    }
+}
+
+#[async_trait]
+impl Conn for TeeConn {
+    async fn list_dir(&self, dir: &str, full: bool) -> Result<Vec<DirEntry>> {
+        self.primary.list_dir(dir, full).await
+    }
+    async fn create(&self, path: &str, contents: &[u8]) -> Result<Version> {
+        let v = self.primary.create(path, contents).await?;
+        self.mirror_create(path, contents).await?;
+        Ok(v)
+    }
+    async fn update(
+        &self,
+        path: &str,
+        contents: &[u8],
+        version: Option<&Version>,
+    ) -> Result<Version> {
+        let v = self.primary.update(path, contents, version).await?;
+        self.mirror_update(path, contents).await;
+        Ok(v)
+    }
+    async fn get(&self, path: &str) -> Result<(Vec<u8>, Version)> {
+        self.primary.get(path).await
+    }
+    async fn get_version(&self, path: &str, version: &Version) -> Result<Vec<u8>> {
+        self.primary.get_version(path, version).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<KvInfo>> {
+        self.primary.list(prefix).await
+    }
+    async fn delete(&self, path: &str, version: Option<&Version>) -> Result<()> {
+        self.primary.delete(path, version).await?;
+        self.mirror_delete(path).await;
+        Ok(())
+    }
+    async fn create_fenced(&self, fence: &Fence, path: &str, contents: &[u8]) -> Result<Version> {
+        let v = self.primary.create_fenced(fence, path, contents).await?;
+        self.mirror_create(path, contents).await?;
+        Ok(v)
+    }
+    async fn update_fenced(
+        &self,
+        fence: &Fence,
+        path: &str,
+        contents: &[u8],
+        version: Option<&Version>,
+    ) -> Result<Version> {
+        let v = self
+            .primary
+            .update_fenced(fence, path, contents, version)
+            .await?;
+        self.mirror_update(path, contents).await;
+        Ok(v)
+    }
+    async fn delete_fenced(
+        &self,
+        fence: &Fence,
+        path: &str,
+        version: Option<&Version>,
+    ) -> Result<()> {
+        self.primary.delete_fenced(fence, path, version).await?;
+        self.mirror_delete(path).await;
+        Ok(())
+    }
+    async fn lock(&self, dir: &str, contents: &str) -> Result<LockGuard> {
+        self.lock_both(|c| c.lock(dir, contents)).await
+    }
+    async fn lock_with_ttl(&self, dir: &str, contents: &str, ttl: Duration) -> Result<LockGuard> {
+        self.lock_both(|c| c.lock_with_ttl(dir, contents, ttl))
+            .await
+    }
+    async fn lock_name(&self, dir: &str, contents: &str) -> Result<LockGuard> {
+        self.lock_both(|c| c.lock_name(dir, contents)).await
+    }
+    async fn try_lock(&self, dir: &str, contents: &str) -> Result<LockGuard> {
+        self.lock_both(|c| c.try_lock(dir, contents)).await
+    }
+    async fn watch(&self, path: &str) -> Result<(WatchData, WatchStream<WatchData>)> {
+        self.primary.watch(path).await
+    }
+    async fn watch_recursive(
+        &self,
+        path: &str,
+    ) -> Result<(Vec<RecursiveChange>, WatchStream<RecursiveChange>)> {
+        self.primary.watch_recursive(path).await
+    }
+    async fn new_leader_participation(
+        &self,
+        name: &str,
+        id: &str,
+    ) -> Result<Box<dyn LeaderParticipation>> {
+        self.primary.new_leader_participation(name, id).await
+    }
+    async fn close(&self) {
+        self.primary.close().await;
+        self.secondary.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use topo_core::memory::MemoryStore;
+
+    #[tokio::test]
+    async fn writes_reach_both_and_locks_exclude_on_both() {
+        let (p, s) = (MemoryStore::new().conn("/r"), MemoryStore::new().conn("/r"));
+        let tee = TeeConn::new(p.clone(), s.clone(), false);
+        let v = tee.create("/ks/Keyspace", b"1").await.unwrap();
+        assert_eq!(p.get("/ks/Keyspace").await.unwrap(), (b"1".to_vec(), v));
+        assert_eq!(s.get("/ks/Keyspace").await.unwrap().0, b"1");
+        tee.update("/ks/Keyspace", b"2", Some(&v)).await.unwrap();
+        assert_eq!(s.get("/ks/Keyspace").await.unwrap().0, b"2");
+        // A stale version fails on the primary and leaves the secondary alone.
+        assert!(tee.update("/ks/Keyspace", b"3", Some(&v)).await.is_err());
+        assert_eq!(s.get("/ks/Keyspace").await.unwrap().0, b"2");
+
+        let g = tee.lock("/ks", "x").await.unwrap();
+        assert!(s
+            .try_lock("/ks", "y")
+            .await
+            .unwrap_err()
+            .is(ErrorKind::NodeExists));
+        assert!(p
+            .try_lock("/ks", "y")
+            .await
+            .unwrap_err()
+            .is(ErrorKind::NodeExists));
+        g.check().await.unwrap();
+        g.unlock().await.unwrap();
+        s.try_lock("/ks", "y")
+            .await
+            .unwrap()
+            .unlock()
+            .await
+            .unwrap();
+
+        tee.delete("/ks/Keyspace", None).await.unwrap();
+        assert!(s.get("/ks/Keyspace").await.unwrap_err().is_no_node());
+    }
+
+    #[tokio::test]
+    async fn failed_second_lock_releases_the_first() {
+        let (p, s) = (MemoryStore::new().conn("/r"), MemoryStore::new().conn("/r"));
+        p.create("/ks/Keyspace", b"").await.unwrap();
+        // The secondary has nothing under /ks, so its lock fails with NoNode.
+        let tee = TeeConn::new(p.clone(), s, false);
+        assert!(tee.lock("/ks", "x").await.unwrap_err().is_no_node());
+        p.try_lock("/ks", "y")
+            .await
+            .unwrap()
+            .unlock()
+            .await
+            .unwrap();
+    }
+}
