@@ -19,6 +19,7 @@
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod conn;
+pub mod election;
 pub mod error;
 pub mod ext;
 pub mod memory;

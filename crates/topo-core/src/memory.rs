@@ -18,12 +18,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use tokio::sync::{mpsc, Notify};
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use tokio_util::sync::CancellationToken;
 
 use crate::conn::{Conn, Factory, LeaderParticipation, LockDescriptor, LockGuard};
+use crate::election::SequenceElection;
 use crate::error::{Result, TopoError};
 use crate::path;
 use crate::types::{DirEntry, DirEntryType, Fence, KvInfo, RecursiveChange, Version, WatchData};
@@ -604,127 +603,16 @@ impl Conn for MemoryConn {
         name: &str,
         id: &str,
     ) -> Result<Box<dyn LeaderParticipation>> {
-        let dir = format!("elections/{name}");
-        self.key(&dir)?;
-        Ok(Box::new(MemoryParticipation {
-            conn: self.clone(),
-            dir,
-            id: id.to_string(),
-            stop: CancellationToken::new(),
-            held: tokio::sync::Mutex::new(None),
-        }))
+        self.key(&format!("elections/{name}"))?;
+        Ok(Box::new(SequenceElection::new(
+            Arc::new(self.clone()),
+            name,
+            id,
+        )?))
     }
 
     async fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
-    }
-}
-
-/// An election participant: a named lock on `elections/<name>` whose contents are the id.
-#[derive(Debug)]
-struct MemoryParticipation {
-    conn: MemoryConn,
-    dir: String,
-    id: String,
-    stop: CancellationToken,
-    held: tokio::sync::Mutex<Option<(LockGuard, CancellationToken)>>,
-}
-
-/// The id of the current leader of the election in `dir` (`""` when none).
-fn leader_id(conn: &MemoryConn, dir: &str) -> Result<String> {
-    let locks_prefix = format!("{}/locks/", conn.key(dir)?);
-    let st = conn.store.lock_state();
-    Ok(st
-        .first_lock(&locks_prefix)
-        .map(|(_, e)| String::from_utf8_lossy(&e.contents).into_owned())
-        .unwrap_or_default())
-}
-
-#[async_trait]
-impl LeaderParticipation for MemoryParticipation {
-    async fn wait_for_leadership(&self) -> Result<CancellationToken> {
-        let mut held = self.held.lock().await;
-        if self.stop.is_cancelled() {
-            return Err(TopoError::Interrupted(self.dir.clone()));
-        }
-        if let Some((_, token)) = held.as_ref() {
-            return Ok(token.clone());
-        }
-        let guard = tokio::select! {
-            biased;
-            _ = self.stop.cancelled() => return Err(TopoError::Interrupted(self.dir.clone())),
-            guard = self.conn.lock_name(&self.dir, &self.id) => guard?,
-        };
-        let lost = self.stop.child_token();
-        // Leadership ends when the entry goes away for any reason, not only on stop().
-        let store = self.conn.store.clone();
-        let fence = guard.fence();
-        let watch_token = lost.clone();
-        tokio::spawn(async move {
-            loop {
-                let notified = store.shared.changed.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                if watch_token.is_cancelled() || store.lock_state().check_fence(&fence).is_err() {
-                    watch_token.cancel();
-                    return;
-                }
-                tokio::select! {
-                    _ = notified => {}
-                    _ = watch_token.cancelled() => return,
-                }
-            }
-        });
-        *held = Some((guard, lost.clone()));
-        Ok(lost)
-    }
-
-    async fn stop(&self) {
-        self.stop.cancel();
-        if let Some((guard, token)) = self.held.lock().await.take() {
-            let _ = guard.unlock().await;
-            token.cancel();
-        }
-    }
-
-    async fn current_leader_id(&self) -> Result<String> {
-        leader_id(&self.conn, &self.dir)
-    }
-
-    async fn wait_for_new_leader(&self) -> Result<WatchStream<String>> {
-        let (tx, rx) = mpsc::unbounded_channel::<Result<String>>();
-        let conn = self.conn.clone();
-        let dir = self.dir.clone();
-        leader_id(&conn, &dir)?;
-        tokio::spawn(async move {
-            let mut last = String::new();
-            loop {
-                let notified = conn.store.shared.changed.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                match leader_id(&conn, &dir) {
-                    Ok(leader) if !leader.is_empty() && leader != last => {
-                        if tx.send(Ok(leader.clone())).is_err() {
-                            return;
-                        }
-                        last = leader;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                }
-                tokio::select! {
-                    _ = notified => {}
-                    _ = tx.closed() => return,
-                }
-            }
-        });
-        Ok(WatchStream::new(
-            self.dir.clone(),
-            UnboundedReceiverStream::new(rx).boxed(),
-        ))
     }
 }
 
