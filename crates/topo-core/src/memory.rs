@@ -684,7 +684,9 @@ mod tests {
         Some(Suite(MemoryStore::new()))
     }
 
-    crate::conformance_tests!(memory, crate::memory::tests::factory);
+    mod memory {
+        crate::conformance_tests!(memory, crate::memory::tests::factory);
+    }
 
     #[tokio::test]
     async fn factory_shares_stores_by_address_and_hangs_when_unreachable() {

@@ -4,10 +4,13 @@
 //!
 //! ```text
 //! async fn backend() -> Option<MyBackend> { Some(MyBackend::new()) }
-//! toposphere::typed_suite!(mybackend, crate::backend);
+//! mod mybackend {
+//!     toposphere::typed_suite!(mybackend, crate::backend);
+//! }
 //! ```
 //!
-//! expands to one `#[tokio::test]` per check, named `mybackend::typed::<check>`. Each check
+//! expands to a module `typed` with one `#[tokio::test]` per check, so the tests are
+//! named `mybackend::typed::<check>`. Each check
 //! gets a fresh [`Server`] whose global topology is at `<root>/global` and which has one
 //! cell, `test`, at `<root>/test` on the same backend.
 
@@ -205,16 +208,14 @@ macro_rules! typed_suite {
 #[macro_export]
 macro_rules! __typed_each {
     ($backend:ident, $factory:path, $skips:tt; $($f:ident $variant:ident),* $(,)?) => {
-        mod $backend {
-            mod typed {
-                $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                    async fn $f() {
-                        let skips: &[($crate::suite::TypedCheck, &str)] = &$skips;
-                        $crate::suite::run(stringify!($backend), $factory().await, $crate::suite::TypedCheck::$variant, skips).await;
-                    }
-                )*
-            }
+        mod typed {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $f() {
+                    let skips: &[($crate::suite::TypedCheck, &str)] = &$skips;
+                    $crate::suite::run(stringify!($backend), $factory().await, $crate::suite::TypedCheck::$variant, skips).await;
+                }
+            )*
         }
     };
 }

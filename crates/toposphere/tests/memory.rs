@@ -22,4 +22,6 @@ async fn backend() -> Option<Memory> {
     Some(Memory(Arc::new(MemoryFactory::new())))
 }
 
-toposphere::typed_suite!(memory, crate::backend);
+mod memory {
+    toposphere::typed_suite!(memory, crate::backend);
+}

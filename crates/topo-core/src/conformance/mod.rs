@@ -3,12 +3,15 @@
 //! A backend crate runs the whole suite from its tests with one macro call:
 //!
 //! ```text
-//! // tests/conformance.rs of a backend crate
+//! // tests/tests.rs of a backend crate
 //! async fn factory() -> Option<MyFactory> { Some(MyFactory::new()) }
-//! topo_core::conformance_tests!(mybackend, crate::factory);
+//! mod mybackend {
+//!     topo_core::conformance_tests!(mybackend, crate::factory);
+//! }
 //! ```
 //!
-//! That expands to one `#[tokio::test]` per check, named `mybackend::conformance::<check>`.
+//! That expands to a module `conformance` with one `#[tokio::test]` per check; inside a
+//! module named after the backend the tests are `mybackend::conformance::<check>`.
 //! The factory function returns `None` when the backend's server is not available (the
 //! function prints why; in strict mode it should panic instead). Each check gets a fresh,
 //! unique root, so checks can run in parallel against one server. A backend that cannot
@@ -77,7 +80,8 @@ pub async fn run<F: ConnFactory>(
     check.run(&factory, &root).await;
 }
 
-/// Expands the suite into one `#[tokio::test]` per check for a backend.
+/// Expands the suite into a module `conformance` with one `#[tokio::test]` per check for a
+/// backend; invoke it inside a module named after the backend.
 ///
 /// `conformance_tests!(name, path::to::factory_fn)` or
 /// `conformance_tests!(name, path::to::factory_fn, skip = [Check => "reason", ...])`, where
@@ -109,22 +113,20 @@ macro_rules! conformance_tests {
 #[macro_export]
 macro_rules! __conformance_each {
     ($backend:ident, $factory:path, $skips:tt; $($fn_name:ident $variant:ident),* $(,)?) => {
-        mod $backend {
-            mod conformance {
-                $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                    async fn $fn_name() {
-                        let skips: &[($crate::conformance::Check, &str)] = &$skips;
-                        $crate::conformance::run(
-                            stringify!($backend),
-                            $factory().await,
-                            $crate::conformance::Check::$variant,
-                            skips,
-                        )
-                        .await;
-                    }
-                )*
-            }
+        mod conformance {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $fn_name() {
+                    let skips: &[($crate::conformance::Check, &str)] = &$skips;
+                    $crate::conformance::run(
+                        stringify!($backend),
+                        $factory().await,
+                        $crate::conformance::Check::$variant,
+                        skips,
+                    )
+                    .await;
+                }
+            )*
         }
     };
 }

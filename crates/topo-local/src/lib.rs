@@ -1,0 +1,465 @@
+//! # topo-local
+//!
+//! The embedded topology backend, registered as `local`: one SQLite file (WAL mode), safe
+//! for many processes on one host, with no server to run. It is the `topo` CLI's default.
+//!
+//! - Server address = the database file's path (created, with its folders, on first use);
+//!   root = key prefix, so the global cell and the cells can share one file under
+//!   different roots.
+//! - Keys are stored flat, exactly as etcd stores them (`/vitess/global/keyspaces/ks/
+//!   Keyspace`); directories are implied. Versions come from one counter kept in the file;
+//!   compare-and-set runs in transactions.
+//! - Watches across processes: every write appends to a change log in the same
+//!   transaction; one poller per process reads it and feeds that process's watchers.
+//! - Locks and elections are entries under `<dir>/locks/<sequence>` tied to leases that the
+//!   owning process keeps alive; when the process dies its leases expire and its entries
+//!   stop counting (and are swept). The fencing token is the sequence.
+//!
+//! ## Layout
+//! `store` (connections, schema, change poller), `lock` (locks and leases), `error` (the
+//! one conversion from SQLite errors).
+
+mod error;
+mod lock;
+mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{params, OptionalExtension};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use topo_core::election::SequenceElection;
+use topo_core::{
+    path, Conn, DirEntry, DirEntryType, Factory, Fence, KvInfo, LeaderParticipation, LockGuard,
+    RecursiveChange, Result, TopoError, Version, WatchData, WatchStream,
+};
+
+use crate::error::convert;
+use crate::store::{now_ms, prefix_end, Store};
+
+/// The database file the `topo` CLI uses when no topology is configured.
+pub const DEFAULT_PATH: &str = "toposphere.db";
+
+const BACKEND: &str = "local";
+
+/// Settings of the local backend.
+#[derive(Clone, Debug)]
+pub struct LocalOptions {
+    /// Lease time-to-live of locks and election entries (30 s, like Vitess's etcd leases).
+    pub lock_ttl: Duration,
+    /// How often each process reads the change log (watch delay is at most about this).
+    pub poll_interval: Duration,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions {
+            lock_ttl: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(10),
+        }
+    }
+}
+
+/// Makes `local` connections. Connections to the same file share one open store.
+#[derive(Debug, Default)]
+pub struct LocalFactory {
+    options: LocalOptions,
+    stores: Mutex<HashMap<PathBuf, Arc<Store>>>,
+}
+
+impl LocalFactory {
+    /// A factory with `options`.
+    pub fn new(options: LocalOptions) -> Self {
+        LocalFactory {
+            options,
+            stores: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl Factory for LocalFactory {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn create(&self, _cell: &str, server_address: &str, root: &str) -> Result<Arc<dyn Conn>> {
+        let path = PathBuf::from(server_address);
+        let store = {
+            let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
+            match stores.get(&path) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = Store::open(&path, self.options.poll_interval)?;
+                    stores.insert(path.clone(), s.clone());
+                    s
+                }
+            }
+        };
+        Ok(Arc::new(LocalConn::with_store(
+            store,
+            root,
+            self.options.clone(),
+        )))
+    }
+}
+
+/// A connection to a local database file under a root.
+#[derive(Debug, Clone)]
+pub struct LocalConn {
+    store: Arc<Store>,
+    root: String,
+    options: LocalOptions,
+    closed: Arc<AtomicBool>,
+}
+
+/// A live entry: key, value (empty unless asked for), version, and whether it is ephemeral.
+type Row = (String, Vec<u8>, i64, bool);
+
+/// How a write treats the current entry.
+#[derive(Clone, Copy)]
+enum Mode {
+    Create,
+    Update(Option<i64>),
+}
+
+impl LocalConn {
+    /// Opens the database at `path` (creating it) and connects under `root`. Every call
+    /// opens the file anew: the connection is independent of any other in this process
+    /// (its own poller), as another process's would be.
+    ///
+    /// # Errors
+    /// When the file or its folder cannot be created or opened.
+    pub fn open(path: &Path, root: &str, options: LocalOptions) -> Result<Self> {
+        let store = Store::open(path, options.poll_interval)?;
+        Ok(Self::with_store(store, root, options))
+    }
+
+    fn with_store(store: Arc<Store>, root: &str, options: LocalOptions) -> Self {
+        LocalConn {
+            store,
+            root: path::clean(&format!("/{root}")),
+            options,
+            closed: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        self.store.path()
+    }
+
+    fn key(&self, rel: &str) -> Result<String> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(TopoError::backend_msg(BACKEND, "connection closed"));
+        }
+        path::join(&self.root, rel)
+    }
+
+    fn rel(&self, key: &str) -> String {
+        path::strip_root(&self.root, key).unwrap_or_else(|| key.to_string())
+    }
+
+    async fn write_file(
+        &self,
+        fence: Option<&Fence>,
+        rel: &str,
+        contents: &[u8],
+        mode: Mode,
+    ) -> Result<Version> {
+        let key = self.key(rel)?;
+        let contents = contents.to_vec();
+        let fence = fence.cloned();
+        self.store
+            .write(&key.clone(), move |w| {
+                let sql = |e| convert(e, &key);
+                if let Some(f) = &fence {
+                    if !w.lock_alive(f.key(), f.token() as i64).map_err(sql)? {
+                        return Err(TopoError::LockLost(f.dir().to_string()));
+                    }
+                }
+                let current = w.current(&key).map_err(sql)?;
+                match (mode, current) {
+                    (Mode::Create, Some(_)) => return Err(TopoError::NodeExists(key)),
+                    (Mode::Update(Some(_)), None) => return Err(TopoError::NoNode(key)),
+                    (Mode::Update(Some(v)), Some((cur, _))) if v != cur => {
+                        return Err(TopoError::BadVersion(key))
+                    }
+                    _ => {}
+                }
+                w.put(&key, &contents, None).map(Version::new).map_err(sql)
+            })
+            .await
+    }
+
+    async fn delete_file(
+        &self,
+        fence: Option<&Fence>,
+        rel: &str,
+        version: Option<&Version>,
+    ) -> Result<()> {
+        let key = self.key(rel)?;
+        let fence = fence.cloned();
+        let version = version.map(|v| v.raw());
+        self.store
+            .write(&key.clone(), move |w| {
+                let sql = |e| convert(e, &key);
+                if let Some(f) = &fence {
+                    if !w.lock_alive(f.key(), f.token() as i64).map_err(sql)? {
+                        return Err(TopoError::LockLost(f.dir().to_string()));
+                    }
+                }
+                match (w.current(&key).map_err(sql)?, version) {
+                    (None, _) => Err(TopoError::NoNode(key)),
+                    (Some((cur, _)), Some(v)) if cur != v => Err(TopoError::BadVersion(key)),
+                    _ => w.delete(&key).map(|_| ()).map_err(sql),
+                }
+            })
+            .await
+    }
+
+    fn get_key(&self, key: &str) -> Result<(Vec<u8>, Version)> {
+        let row = self.store.read(key, |c| {
+            c.prepare_cached("SELECT value, version FROM kv WHERE key = ?1")?
+                .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })?;
+        match row {
+            Some((value, version)) => Ok((value, Version::new(version))),
+            None => Err(TopoError::NoNode(key.to_string())),
+        }
+    }
+
+    /// Live entries (files, and lock entries whose lease has not expired) with `prefix`.
+    fn scan(&self, prefix: &str, with_values: bool) -> Result<Vec<Row>> {
+        let sql = if with_values {
+            "SELECT key, value, version, lease FROM kv WHERE key >= ?1 AND key < ?2
+             AND (lease IS NULL OR lease IN (SELECT id FROM leases WHERE expires_at > ?3)) ORDER BY key"
+        } else {
+            "SELECT key, x'', version, lease FROM kv WHERE key >= ?1 AND key < ?2
+             AND (lease IS NULL OR lease IN (SELECT id FROM leases WHERE expires_at > ?3)) ORDER BY key"
+        };
+        self.store.read(prefix, |c| {
+            let mut stmt = c.prepare_cached(sql)?;
+            let rows = stmt.query_map(params![prefix, prefix_end(prefix), now_ms()], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get::<_, Option<i64>>(3)?.is_some(),
+                ))
+            })?;
+            rows.collect()
+        })
+    }
+}
+
+#[async_trait]
+impl Conn for LocalConn {
+    async fn list_dir(&self, dir: &str, full: bool) -> Result<Vec<DirEntry>> {
+        let dir_key = self.key(dir)?;
+        let prefix = path::dir_prefix(&self.root, dir)?;
+        // name → (is a directory, every entry below is ephemeral)
+        let mut children: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+        for (key, _, _, ephemeral) in self.scan(&prefix, false)? {
+            let (name, is_dir) = path::first_element(&key[prefix.len()..]);
+            if name.is_empty() {
+                continue;
+            }
+            let slot = children.entry(name.to_string()).or_insert((false, true));
+            slot.0 |= is_dir;
+            slot.1 &= ephemeral;
+        }
+        if children.is_empty() {
+            return Err(TopoError::NoNode(dir_key));
+        }
+        Ok(children
+            .into_iter()
+            .map(|(name, (is_dir, ephemeral))| {
+                if full {
+                    DirEntry {
+                        name,
+                        entry_type: if is_dir {
+                            DirEntryType::Directory
+                        } else {
+                            DirEntryType::File
+                        },
+                        ephemeral,
+                    }
+                } else {
+                    DirEntry::name_only(name)
+                }
+            })
+            .collect())
+    }
+
+    async fn create(&self, path: &str, contents: &[u8]) -> Result<Version> {
+        self.write_file(None, path, contents, Mode::Create).await
+    }
+
+    async fn update(
+        &self,
+        path: &str,
+        contents: &[u8],
+        version: Option<&Version>,
+    ) -> Result<Version> {
+        self.write_file(None, path, contents, Mode::Update(version.map(|v| v.raw())))
+            .await
+    }
+
+    async fn get(&self, path: &str) -> Result<(Vec<u8>, Version)> {
+        let key = self.key(path)?;
+        self.get_key(&key)
+    }
+
+    async fn get_version(&self, path: &str, _version: &Version) -> Result<Vec<u8>> {
+        self.key(path)?;
+        Err(TopoError::NoImplementation(
+            "GetVersion is not supported by the local topology (it keeps no history)".into(),
+        ))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<KvInfo>> {
+        let mut key_prefix = self.key(prefix)?;
+        if prefix.ends_with('/') && !key_prefix.ends_with('/') {
+            key_prefix.push('/');
+        }
+        let items: Vec<KvInfo> = self
+            .scan(&key_prefix, true)?
+            .into_iter()
+            .map(|(k, value, version, _)| KvInfo {
+                key: self.rel(&k),
+                value,
+                version: Version::new(version),
+            })
+            .collect();
+        if items.is_empty() {
+            return Err(TopoError::NoNode(key_prefix));
+        }
+        Ok(items)
+    }
+
+    async fn delete(&self, path: &str, version: Option<&Version>) -> Result<()> {
+        self.delete_file(None, path, version).await
+    }
+
+    async fn create_fenced(&self, fence: &Fence, path: &str, contents: &[u8]) -> Result<Version> {
+        self.write_file(Some(fence), path, contents, Mode::Create)
+            .await
+    }
+
+    async fn update_fenced(
+        &self,
+        fence: &Fence,
+        path: &str,
+        contents: &[u8],
+        version: Option<&Version>,
+    ) -> Result<Version> {
+        self.write_file(
+            Some(fence),
+            path,
+            contents,
+            Mode::Update(version.map(|v| v.raw())),
+        )
+        .await
+    }
+
+    async fn delete_fenced(
+        &self,
+        fence: &Fence,
+        path: &str,
+        version: Option<&Version>,
+    ) -> Result<()> {
+        self.delete_file(Some(fence), path, version).await
+    }
+
+    async fn lock(&self, dir: &str, contents: &str) -> Result<LockGuard> {
+        lock::acquire(
+            self,
+            dir,
+            contents,
+            self.options.lock_ttl,
+            lock::Kind::Blocking,
+        )
+        .await
+    }
+
+    async fn lock_with_ttl(&self, dir: &str, contents: &str, ttl: Duration) -> Result<LockGuard> {
+        lock::acquire(self, dir, contents, ttl, lock::Kind::Blocking).await
+    }
+
+    async fn lock_name(&self, dir: &str, contents: &str) -> Result<LockGuard> {
+        lock::acquire(self, dir, contents, lock::NAMED_LOCK_TTL, lock::Kind::Named).await
+    }
+
+    async fn try_lock(&self, dir: &str, contents: &str) -> Result<LockGuard> {
+        lock::acquire(self, dir, contents, self.options.lock_ttl, lock::Kind::Try).await
+    }
+
+    async fn watch(&self, path: &str) -> Result<(WatchData, WatchStream<WatchData>)> {
+        let key = self.key(path)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let current = {
+            let mut watchers = self.store.watchers_guard();
+            let (contents, version) = self.get_key(&key)?;
+            watchers.add_file(&key, version.raw(), tx);
+            WatchData { contents, version }
+        };
+        Ok((
+            current,
+            WatchStream::new(path, UnboundedReceiverStream::new(rx)),
+        ))
+    }
+
+    async fn watch_recursive(
+        &self,
+        path: &str,
+    ) -> Result<(Vec<RecursiveChange>, WatchStream<RecursiveChange>)> {
+        self.key(path)?;
+        let prefix = path::dir_prefix(&self.root, path)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let initial = {
+            let mut watchers = self.store.watchers_guard();
+            let seen = self.store.current_version()?;
+            let initial: Vec<RecursiveChange> = self
+                .scan(&prefix, true)?
+                .into_iter()
+                .map(|(k, value, version, _)| RecursiveChange {
+                    path: self.rel(&k),
+                    data: Some(WatchData {
+                        contents: value,
+                        version: Version::new(version),
+                    }),
+                })
+                .collect();
+            watchers.add_prefix(&prefix, &self.root, seen, tx);
+            initial
+        };
+        Ok((
+            initial,
+            WatchStream::new(path, UnboundedReceiverStream::new(rx)),
+        ))
+    }
+
+    async fn new_leader_participation(
+        &self,
+        name: &str,
+        id: &str,
+    ) -> Result<Box<dyn LeaderParticipation>> {
+        self.key(&format!("elections/{name}"))?;
+        Ok(Box::new(SequenceElection::new(
+            Arc::new(self.clone()),
+            name,
+            id,
+        )?))
+    }
+
+    async fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+}

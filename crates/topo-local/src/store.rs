@@ -1,0 +1,495 @@
+//! One open database file: its connections, the schema, and the change poller that feeds
+//! watches and lock waiters.
+//!
+//! Every write runs in an `IMMEDIATE` transaction that bumps a store-wide version counter
+//! and appends a row to the `changes` log. One poller task per opened store reads new log
+//! rows (after a cheap `PRAGMA data_version` check) and fans them out to this process's
+//! watchers, so a change made by any process reaches every process's watchers.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use tokio::sync::{mpsc, Notify};
+use topo_core::{path, RecursiveChange, Result, TopoError, Version, WatchData};
+
+use crate::error::convert;
+
+/// How many change-log rows are kept; older ones are trimmed (watchers that fall behind
+/// re-read, as after a compaction).
+const CHANGE_LOG_KEEP: i64 = 10_000;
+/// How long a writer waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often expired leases are swept.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+
+/// Milliseconds since the Unix epoch (lease clocks are the host's wall clock, shared by
+/// every process on the host).
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The smallest string above every string with `prefix`.
+pub(crate) fn prefix_end(prefix: &str) -> String {
+    format!("{prefix}\u{10FFFF}")
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY NOT NULL,
+    value BLOB NOT NULL,
+    version INTEGER NOT NULL,
+    lease INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO counters (name, value) VALUES ('version', 0);
+CREATE TABLE IF NOT EXISTS leases (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    expires_at INTEGER NOT NULL,
+    pid INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    value BLOB
+);
+";
+
+fn open_connection(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(|e| convert(e, &path.display().to_string()))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .and_then(|_| conn.pragma_update(None, "journal_mode", "WAL"))
+        .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
+        .map_err(|e| convert(e, &path.display().to_string()))?;
+    Ok(conn)
+}
+
+/// A write in progress: the transaction and the changes it made, for the log.
+pub(crate) struct Write<'a> {
+    tx: Transaction<'a>,
+}
+
+impl Write<'_> {
+    /// The next store-wide version.
+    pub(crate) fn next_version(&self) -> rusqlite::Result<i64> {
+        self.tx.query_row(
+            "UPDATE counters SET value = value + 1 WHERE name = 'version' RETURNING value",
+            [],
+            |r| r.get(0),
+        )
+    }
+
+    /// The version and lease of `key`, if present.
+    pub(crate) fn current(&self, key: &str) -> rusqlite::Result<Option<(i64, Option<i64>)>> {
+        self.tx
+            .query_row("SELECT version, lease FROM kv WHERE key = ?1", [key], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+    }
+
+    /// Writes `key` with a new version and logs it.
+    pub(crate) fn put(&self, key: &str, value: &[u8], lease: Option<i64>) -> rusqlite::Result<i64> {
+        let v = self.next_version()?;
+        self.put_at(key, value, v, lease)?;
+        Ok(v)
+    }
+
+    /// Writes `key` at a version already taken with [`Write::next_version`], and logs it.
+    pub(crate) fn put_at(
+        &self,
+        key: &str,
+        value: &[u8],
+        v: i64,
+        lease: Option<i64>,
+    ) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "INSERT INTO kv (key, value, version, lease) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value, version = excluded.version, lease = excluded.lease",
+            params![key, value, v, lease],
+        )?;
+        self.log(key, v, Some(value))
+    }
+
+    /// Deletes `key` and logs it.
+    pub(crate) fn delete(&self, key: &str) -> rusqlite::Result<bool> {
+        let n = self.tx.execute("DELETE FROM kv WHERE key = ?1", [key])?;
+        if n > 0 {
+            let v = self.next_version()?;
+            self.log(key, v, None)?;
+        }
+        Ok(n > 0)
+    }
+
+    fn log(&self, key: &str, version: i64, value: Option<&[u8]>) -> rusqlite::Result<()> {
+        self.tx.execute(
+            "INSERT INTO changes (key, version, value) VALUES (?1, ?2, ?3)",
+            params![key, version, value],
+        )?;
+        let seq = self.tx.last_insert_rowid();
+        if seq % 1000 == 0 {
+            self.tx.execute(
+                "DELETE FROM changes WHERE seq <= ?1",
+                [seq - CHANGE_LOG_KEEP],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// True when the lock entry `key` with `version` exists and its lease is alive.
+    pub(crate) fn lock_alive(&self, key: &str, version: i64) -> rusqlite::Result<bool> {
+        lock_alive(&self.tx, key, version)
+    }
+
+    /// The transaction, for statements this type does not wrap.
+    pub(crate) fn tx(&self) -> &Transaction<'_> {
+        &self.tx
+    }
+
+    /// Deletes every entry of an expired lease, and the leases.
+    pub(crate) fn sweep_expired(&self) -> rusqlite::Result<usize> {
+        let now = now_ms();
+        let keys: Vec<String> = {
+            let mut stmt = self.tx.prepare(
+                "SELECT key FROM kv WHERE lease IN (SELECT id FROM leases WHERE expires_at <= ?1)",
+            )?;
+            let rows = stmt.query_map([now], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for k in &keys {
+            self.delete(k)?;
+        }
+        self.tx
+            .execute("DELETE FROM leases WHERE expires_at <= ?1", [now])?;
+        Ok(keys.len())
+    }
+}
+
+/// True when the lock entry `key` with `version` exists and its lease is alive.
+pub(crate) fn lock_alive(conn: &Connection, key: &str, version: i64) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT 1 FROM kv JOIN leases ON kv.lease = leases.id
+         WHERE kv.key = ?1 AND kv.version = ?2 AND leases.expires_at > ?3",
+        params![key, version, now_ms()],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|r| r.is_some())
+}
+
+struct FileWatcher {
+    key: String,
+    /// Changes at or below this version were already part of the initial value.
+    seen: i64,
+    tx: mpsc::UnboundedSender<Result<WatchData>>,
+}
+
+struct PrefixWatcher {
+    prefix: String,
+    root: String,
+    seen: i64,
+    tx: mpsc::UnboundedSender<Result<RecursiveChange>>,
+}
+
+#[derive(Default)]
+pub(crate) struct Watchers {
+    files: Vec<FileWatcher>,
+    prefixes: Vec<PrefixWatcher>,
+}
+
+/// One open database file.
+pub(crate) struct Store {
+    path: PathBuf,
+    reader: Mutex<Connection>,
+    writer: Arc<Mutex<Connection>>,
+    watchers: Mutex<Watchers>,
+    /// Woken after every batch of changes the poller sees.
+    pub(crate) changed: Notify,
+    pub(crate) poll_interval: Duration,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Connections and watcher lists stay consistent across a panic in another thread
+    // (SQLite rolls back an unfinished transaction), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Store {
+    /// Opens (creating when needed) the database at `path` and starts its poller.
+    pub(crate) fn open(path: &Path, poll_interval: Duration) -> Result<Arc<Store>> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                TopoError::backend(
+                    "local",
+                    format!("cannot create the folder of {}", path.display()),
+                    e,
+                )
+            })?;
+        }
+        let writer = open_connection(path)?;
+        writer
+            .execute_batch(SCHEMA)
+            .map_err(|e| convert(e, &path.display().to_string()))?;
+        let reader = open_connection(path)?;
+        let poller = open_connection(path)?;
+        let start_seq: i64 = poller
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| convert(e, &path.display().to_string()))?;
+        let store = Arc::new(Store {
+            path: path.to_path_buf(),
+            reader: Mutex::new(reader),
+            writer: Arc::new(Mutex::new(writer)),
+            watchers: Mutex::new(Watchers::default()),
+            changed: Notify::new(),
+            poll_interval,
+        });
+        tokio::spawn(poll(Arc::downgrade(&store), poller, start_seq));
+        Ok(store)
+    }
+
+    /// The database file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the read connection.
+    pub(crate) fn read<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        f(&lock(&self.reader)).map_err(|e| convert(e, what))
+    }
+
+    /// Runs `f` in an IMMEDIATE transaction on the write connection, off the async
+    /// runtime (a write may wait for another process's lock). `f`'s own errors pass
+    /// through; SQLite errors are converted naming `what`.
+    pub(crate) async fn write<T, F>(&self, what: &str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Write<'_>) -> Result<T> + Send + 'static,
+    {
+        let writer = self.writer.clone();
+        let what = what.to_string();
+        tokio::task::spawn_blocking(move || run_write(&writer, &what, f))
+            .await
+            .map_err(|e| TopoError::backend("local", "write task failed", e))?
+    }
+
+    /// As [`Store::write`], on the calling thread (for `Drop` cleanups).
+    pub(crate) fn write_now<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&Write<'_>) -> Result<T>,
+    ) -> Result<T> {
+        run_write(&self.writer, what, f)
+    }
+
+    /// Holds the watcher lists: a watch registers under this guard after reading its
+    /// initial value, so the poller cannot slip a change between the two.
+    pub(crate) fn watchers_guard(&self) -> MutexGuard<'_, Watchers> {
+        lock(&self.watchers)
+    }
+
+    /// The highest version handed out so far.
+    pub(crate) fn current_version(&self) -> Result<i64> {
+        self.read("the version counter", |c| {
+            c.query_row(
+                "SELECT value FROM counters WHERE name = 'version'",
+                [],
+                |r| r.get(0),
+            )
+        })
+    }
+}
+
+impl Watchers {
+    /// Adds a file watcher while the guard is held (see [`Store::watchers_guard`]).
+    pub(crate) fn add_file(
+        &mut self,
+        key: &str,
+        seen: i64,
+        tx: mpsc::UnboundedSender<Result<WatchData>>,
+    ) {
+        self.files.push(FileWatcher {
+            key: key.to_string(),
+            seen,
+            tx,
+        });
+    }
+
+    /// Adds a recursive watcher while the guard is held.
+    pub(crate) fn add_prefix(
+        &mut self,
+        prefix: &str,
+        root: &str,
+        seen: i64,
+        tx: mpsc::UnboundedSender<Result<RecursiveChange>>,
+    ) {
+        self.prefixes.push(PrefixWatcher {
+            prefix: prefix.to_string(),
+            root: root.to_string(),
+            seen,
+            tx,
+        });
+    }
+
+    fn dispatch(&mut self, key: &str, version: i64, value: Option<&[u8]>) {
+        let data = value.map(|v| WatchData {
+            contents: v.to_vec(),
+            version: Version::new(version),
+        });
+        self.files.retain_mut(|w| {
+            if w.key != key || version <= w.seen {
+                return !w.tx.is_closed();
+            }
+            w.seen = version;
+            match &data {
+                Some(d) => w.tx.send(Ok(d.clone())).is_ok(),
+                None => {
+                    let _ = w.tx.send(Err(TopoError::NoNode(key.to_string())));
+                    false
+                }
+            }
+        });
+        self.prefixes.retain_mut(|w| {
+            if !key.starts_with(&w.prefix) || version <= w.seen {
+                return !w.tx.is_closed();
+            }
+            let change = RecursiveChange {
+                path: path::strip_root(&w.root, key).unwrap_or_else(|| key.to_string()),
+                data: data.clone(),
+            };
+            w.tx.send(Ok(change)).is_ok()
+        });
+    }
+}
+
+fn run_write<T>(
+    writer: &Mutex<Connection>,
+    what: &str,
+    f: impl FnOnce(&Write<'_>) -> Result<T>,
+) -> Result<T> {
+    let mut conn = lock(writer);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| convert(e, what))?;
+    let w = Write { tx };
+    let out = f(&w)?;
+    w.tx.commit().map_err(|e| convert(e, what))?;
+    Ok(out)
+}
+
+/// The poller: reads new change-log rows and fans them out; sweeps expired leases.
+async fn poll(store: Weak<Store>, conn: Connection, mut last_seq: i64) {
+    let mut last_data_version: i64 = -1;
+    let mut last_sweep = std::time::Instant::now();
+    loop {
+        let Some(s) = store.upgrade() else { return };
+        let interval = s.poll_interval;
+        if let Err(e) = poll_once(&s, &conn, &mut last_seq, &mut last_data_version) {
+            tracing::warn!(path = %s.path.display(), "reading the change log: {e}");
+        }
+        if last_sweep.elapsed() >= SWEEP_EVERY {
+            last_sweep = std::time::Instant::now();
+            let expired: bool = conn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM leases WHERE expires_at <= ?1)",
+                    [now_ms()],
+                    |r| r.get(0),
+                )
+                .unwrap_or(false);
+            if expired {
+                if let Err(e) = s
+                    .write("expired leases", |w| {
+                        w.sweep_expired().map_err(|e| convert(e, "expired leases"))
+                    })
+                    .await
+                {
+                    tracing::debug!("sweeping expired leases: {e}");
+                }
+            }
+            // Lock waiters also re-check on a timer for expiries that log no change.
+            s.changed.notify_waiters();
+        }
+        drop(s);
+        tokio::time::sleep(interval).await;
+    }
+}
+
+fn poll_once(
+    store: &Store,
+    conn: &Connection,
+    last_seq: &mut i64,
+    last_data_version: &mut i64,
+) -> rusqlite::Result<()> {
+    let dv: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+    if dv == *last_data_version {
+        return Ok(());
+    }
+    *last_data_version = dv;
+    let min_seq: i64 = conn.query_row("SELECT COALESCE(MIN(seq), 0) FROM changes", [], |r| {
+        r.get(0)
+    })?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, key, version, value FROM changes WHERE seq > ?1 ORDER BY seq",
+    )?;
+    let rows: Vec<(i64, String, i64, Option<Vec<u8>>)> = stmt
+        .query_map([*last_seq], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let truncated = min_seq > *last_seq + 1 && *last_seq > 0;
+    let mut watchers = lock(&store.watchers);
+    if truncated {
+        // The log was trimmed past what we read: like an etcd compaction. Re-read every
+        // watched key and deliver its current state.
+        tracing::info!(path = %store.path.display(), "change log trimmed past the last read; re-reading watched keys");
+        let keys: Vec<String> = watchers.files.iter().map(|w| w.key.clone()).collect();
+        let mut current: HashMap<String, Option<(i64, Vec<u8>)>> = HashMap::new();
+        for k in keys {
+            let row = conn
+                .query_row("SELECT version, value FROM kv WHERE key = ?1", [&k], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            current.insert(k, row);
+        }
+        for (k, row) in current {
+            match row {
+                Some((v, value)) => watchers.dispatch(&k, v, Some(&value)),
+                None => {
+                    let v: i64 = conn.query_row(
+                        "SELECT value FROM counters WHERE name = 'version'",
+                        [],
+                        |r| r.get(0),
+                    )?;
+                    watchers.dispatch(&k, v, None);
+                }
+            }
+        }
+    }
+    for (seq, key, version, value) in &rows {
+        watchers.dispatch(key, *version, value.as_deref());
+        *last_seq = *seq;
+    }
+    drop(watchers);
+    if !rows.is_empty() {
+        store.changed.notify_waiters();
+    }
+    Ok(())
+}
