@@ -116,7 +116,7 @@ pub enum TopoError {
         message: String,
     },
     /// Any other failure of a backend, with its source.
-    #[error("{backend}: {message}")]
+    #[error("{backend}: {message}{}", source.as_ref().map(|s| format!(": {s}")).unwrap_or_default())]
     Backend {
         /// The backend's registered name (`etcd2`, `zk2`, ...).
         backend: &'static str,

@@ -1,0 +1,935 @@
+//! Command-line arguments: global flags with Vitess's names (both spellings) and every verb.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Parses a Go-style duration: `45s`, `1m30s`, `500ms`, `2h`; a bare number is seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|e| format!("invalid duration {text:?}: {e}"));
+    }
+    let mut total = 0f64;
+    let mut rest = t;
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or(format!("invalid duration {text:?}: missing unit"))?;
+        let (num, after) = rest.split_at(split);
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?}"))?;
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(format!("invalid duration {text:?}: unknown unit {unit:?}")),
+        };
+        total += n * scale;
+        rest = next;
+    }
+    Duration::try_from_secs_f64(total).map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+/// The Toposphere command line: Vitess topology administration.
+///
+/// Without topology flags it works on the embedded store at ./toposphere.db (implementation
+/// `local`, global root /vitess/global). Point it elsewhere with --topo-implementation,
+/// --topo-global-server-address and --topo-global-root (or TOPO_IMPLEMENTATION,
+/// TOPO_GLOBAL_SERVER_ADDRESS, TOPO_GLOBAL_ROOT). Command names match case-insensitively.
+#[derive(Debug, Parser)]
+#[command(name = "topo", version, max_term_width = 100)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
+    /// More logging on stderr: -v info, -vv debug, -vvv trace (or TOPO_LOG=<filter>).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+    /// Print JSON with enum names and without unpopulated fields.
+    #[arg(long, global = true)]
+    pub(crate) compact: bool,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Where the topology is and how to talk to it.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct GlobalArgs {
+    /// Topology implementation: local, memory, etcd2 or zk2 (those compiled in).
+    #[arg(
+        id = "g_implementation",
+        long = "topo-implementation",
+        alias = "topo_implementation",
+        env = "TOPO_IMPLEMENTATION",
+        default_value = "local",
+        global = true
+    )]
+    pub(crate) implementation: String,
+    /// Global topology server address (local: the database file).
+    #[arg(id = "g_server_address", long = "topo-global-server-address", alias = "topo_global_server_address", env = "TOPO_GLOBAL_SERVER_ADDRESS", default_value = topo_local::DEFAULT_PATH, global = true)]
+    pub(crate) server_address: String,
+    /// Root of the global topology.
+    #[arg(
+        id = "g_root",
+        long = "topo-global-root",
+        alias = "topo_global_root",
+        env = "TOPO_GLOBAL_ROOT",
+        default_value = "/vitess/global",
+        global = true
+    )]
+    pub(crate) root: String,
+    /// How long to wait for a keyspace, shard or named lock.
+    #[arg(id = "g_lock_timeout", long = "lock-timeout", alias = "lock_timeout", default_value = "45s", value_parser = parse_duration, global = true)]
+    pub(crate) lock_timeout: Duration,
+    /// Bound on single remote operations (unlock, watch start).
+    #[arg(id = "g_remote_operation_timeout", long = "remote-operation-timeout", alias = "remote_operation_timeout", default_value = "15s", value_parser = parse_duration, global = true)]
+    pub(crate) remote_operation_timeout: Duration,
+    /// Concurrent reads per cell.
+    #[arg(
+        id = "g_read_concurrency",
+        long = "topo-read-concurrency",
+        alias = "topo_read_concurrency",
+        default_value_t = 32,
+        global = true
+    )]
+    pub(crate) read_concurrency: usize,
+}
+
+/// A keyspace/shard argument.
+pub(crate) fn parse_keyspace_shard(text: &str) -> Result<(String, String), String> {
+    match text.split_once('/') {
+        Some((ks, shard)) if !ks.is_empty() && !shard.is_empty() && !shard.contains('/') => {
+            Ok((ks.to_string(), shard.to_string()))
+        }
+        _ => Err(format!(
+            "invalid keyspace/shard {text:?}: expected <keyspace>/<shard>"
+        )),
+    }
+}
+
+/// Every verb.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Register a cell. Example: topo AddCellInfo --root /vitess/zone1 --server-address toposphere.db zone1
+    #[command(name = "AddCellInfo")]
+    AddCellInfo {
+        /// Root of the cell's topology (required).
+        #[arg(long)]
+        root: String,
+        /// Address of the cell's topology server.
+        #[arg(long = "server-address", alias = "server_address", default_value = "")]
+        server_address: String,
+        /// The cell.
+        cell: String,
+    },
+    /// Change a cell's address or root (creates it when absent). Example: topo UpdateCellInfo --root /r zone1
+    #[command(name = "UpdateCellInfo")]
+    UpdateCellInfo {
+        /// New root.
+        #[arg(long, default_value = "")]
+        root: String,
+        /// New server address.
+        #[arg(long = "server-address", alias = "server_address", default_value = "")]
+        server_address: String,
+        /// The cell.
+        cell: String,
+    },
+    /// Delete a cell's record. Example: topo DeleteCellInfo --force zone2
+    #[command(name = "DeleteCellInfo", alias = "RemoveCellInfo")]
+    DeleteCellInfo {
+        /// Delete even if the cell serves keyspaces or cannot be reached.
+        #[arg(long)]
+        force: bool,
+        /// The cell.
+        cell: String,
+    },
+    /// Print a cell's record. Example: topo GetCellInfo zone1
+    #[command(name = "GetCellInfo")]
+    GetCellInfo {
+        /// The cell.
+        cell: String,
+    },
+    /// List the cells. Example: topo GetCellInfoNames
+    #[command(name = "GetCellInfoNames")]
+    GetCellInfoNames,
+    /// Create a cells alias. Example: topo AddCellsAlias --cells zone1,zone2 region1
+    #[command(name = "AddCellsAlias")]
+    AddCellsAlias {
+        /// The cells of the alias (comma-separated or repeated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        cells: Vec<String>,
+        /// The alias.
+        alias: String,
+    },
+    /// Replace a cells alias's cells (creates it when absent). Example: topo UpdateCellsAlias --cells zone1 region1
+    #[command(name = "UpdateCellsAlias")]
+    UpdateCellsAlias {
+        /// The new cells.
+        #[arg(long, value_delimiter = ',')]
+        cells: Vec<String>,
+        /// The alias.
+        alias: String,
+    },
+    /// Delete a cells alias. Example: topo DeleteCellsAlias region1
+    #[command(name = "DeleteCellsAlias")]
+    DeleteCellsAlias {
+        /// The alias.
+        alias: String,
+    },
+    /// Print every cells alias. Example: topo GetCellsAliases
+    #[command(name = "GetCellsAliases")]
+    GetCellsAliases,
+    /// Create a keyspace. Example: topo CreateKeyspace --durability-policy semi_sync commerce
+    #[command(name = "CreateKeyspace")]
+    CreateKeyspace(CreateKeyspaceArgs),
+    /// Print a keyspace. Example: topo GetKeyspace commerce
+    #[command(name = "GetKeyspace")]
+    GetKeyspace {
+        /// The keyspace.
+        keyspace: String,
+    },
+    /// Print every keyspace. Example: topo GetKeyspaces
+    #[command(name = "GetKeyspaces")]
+    GetKeyspaces,
+    /// Delete a keyspace. Example: topo DeleteKeyspace --recursive customer
+    #[command(name = "DeleteKeyspace")]
+    DeleteKeyspace {
+        /// Delete its shards and tablets too.
+        #[arg(long, short)]
+        recursive: bool,
+        /// Go on without the keyspace lock.
+        #[arg(long, short)]
+        force: bool,
+        /// The keyspace.
+        keyspace: String,
+    },
+    /// Print every shard of a keyspace. Example: topo FindAllShardsInKeyspace customer
+    #[command(name = "FindAllShardsInKeyspace")]
+    FindAllShardsInKeyspace {
+        /// The keyspace.
+        keyspace: String,
+    },
+    /// Set a keyspace's durability policy. Example: topo SetKeyspaceDurabilityPolicy --durability-policy semi_sync commerce
+    #[command(name = "SetKeyspaceDurabilityPolicy")]
+    SetKeyspaceDurabilityPolicy {
+        /// none, semi_sync, cross_cell, ...
+        #[arg(
+            long = "durability-policy",
+            alias = "durability_policy",
+            default_value = "none"
+        )]
+        durability_policy: String,
+        /// The keyspace.
+        keyspace: String,
+    },
+    /// Remove a keyspace from a cell. Example: topo RemoveKeyspaceCell --recursive customer zone2
+    #[command(name = "RemoveKeyspaceCell")]
+    RemoveKeyspaceCell {
+        /// Go on when the cell cannot be read.
+        #[arg(long, short)]
+        force: bool,
+        /// Delete the cell's tablets of the keyspace too.
+        #[arg(long, short)]
+        recursive: bool,
+        /// The keyspace.
+        keyspace: String,
+        /// The cell.
+        cell: String,
+    },
+    /// Create a shard. Example: topo CreateShard customer/-80
+    #[command(name = "CreateShard")]
+    CreateShard {
+        /// Succeed when the shard exists.
+        #[arg(long)]
+        force: bool,
+        /// Create the keyspace when it does not exist.
+        #[arg(long = "include-parent", alias = "include_parent")]
+        include_parent: bool,
+        /// <keyspace>/<shard>
+        #[arg(value_parser = parse_keyspace_shard)]
+        shard: (String, String),
+    },
+    /// Print a shard. Example: topo GetShard customer/-80
+    #[command(name = "GetShard")]
+    GetShard {
+        /// <keyspace>/<shard>
+        #[arg(value_parser = parse_keyspace_shard)]
+        shard: (String, String),
+    },
+    /// Delete shards. Example: topo DeleteShards --recursive customer/-80
+    #[command(name = "DeleteShards")]
+    DeleteShards {
+        /// Delete their tablets too.
+        #[arg(long, short)]
+        recursive: bool,
+        /// Delete even while serving.
+        #[arg(long = "even-if-serving", alias = "even_if_serving")]
+        even_if_serving: bool,
+        /// Go on without the shard lock.
+        #[arg(long, short)]
+        force: bool,
+        /// <keyspace>/<shard>...
+        #[arg(value_parser = parse_keyspace_shard, required = true)]
+        shards: Vec<(String, String)>,
+    },
+    /// Remove a shard from a cell. Example: topo RemoveShardCell --recursive customer/-80 zone2
+    #[command(name = "RemoveShardCell")]
+    RemoveShardCell {
+        /// Go on when the cell cannot be read.
+        #[arg(long, short)]
+        force: bool,
+        /// Delete the cell's tablets of the shard too.
+        #[arg(long, short)]
+        recursive: bool,
+        /// <keyspace>/<shard>
+        #[arg(value_parser = parse_keyspace_shard)]
+        shard: (String, String),
+        /// The cell.
+        cell: String,
+    },
+    /// Print a shard's replication graph per cell. Example: topo GetShardReplication customer/-80 zone1
+    #[command(name = "GetShardReplication")]
+    GetShardReplication {
+        /// <keyspace>/<shard>
+        #[arg(value_parser = parse_keyspace_shard)]
+        shard: (String, String),
+        /// Cells (default: all).
+        cells: Vec<String>,
+    },
+    /// Add a tablet to its shard's replication graph. Example: topo ShardReplicationAdd customer/-80 zone1-100
+    #[command(name = "ShardReplicationAdd")]
+    ShardReplicationAdd {
+        /// <keyspace>/<shard>
+        #[arg(value_parser = parse_keyspace_shard)]
+        shard: (String, String),
+        /// Tablet alias.
+        alias: String,
+    },
+    /// Remove a tablet from its shard's replication graph. Example: topo ShardReplicationRemove customer/-80 zone1-100
+    #[command(name = "ShardReplicationRemove")]
+    ShardReplicationRemove {
+        /// <keyspace>/<shard>
+        #[arg(value_parser = parse_keyspace_shard)]
+        shard: (String, String),
+        /// Tablet alias.
+        alias: String,
+    },
+    /// Fix one problem of a shard's replication graph in a cell. Example: topo ShardReplicationFix zone1 customer/-80
+    #[command(name = "ShardReplicationFix")]
+    ShardReplicationFix {
+        /// The cell.
+        cell: String,
+        /// <keyspace>/<shard>
+        #[arg(value_parser = parse_keyspace_shard)]
+        shard: (String, String),
+    },
+    /// Set whether a shard's primary serves. Example: topo SetShardIsPrimaryServing customer/-80 true
+    #[command(name = "SetShardIsPrimaryServing")]
+    SetShardIsPrimaryServing {
+        /// <keyspace>/<shard>
+        #[arg(value_parser = parse_keyspace_shard)]
+        shard: (String, String),
+        /// true or false
+        #[arg(action = clap::ArgAction::Set)]
+        serving: bool,
+    },
+    /// Add or remove denied tables of a tablet type. Example: topo SetShardTabletControl --denied-tables t1 customer/-80 rdonly
+    #[command(name = "SetShardTabletControl")]
+    SetShardTabletControl {
+        /// Cells the control applies to.
+        #[arg(long, value_delimiter = ',')]
+        cells: Vec<String>,
+        /// Tables to deny.
+        #[arg(long = "denied-tables", alias = "denied_tables", value_delimiter = ',')]
+        denied_tables: Vec<String>,
+        /// Remove the tables instead.
+        #[arg(long)]
+        remove: bool,
+        /// <keyspace>/<shard>
+        #[arg(value_parser = parse_keyspace_shard)]
+        shard: (String, String),
+        /// Tablet type.
+        tablet_type: String,
+    },
+    /// Add a source shard. Example: topo SourceShardAdd --tables t1 customer/-80 1 commerce/0
+    #[command(name = "SourceShardAdd")]
+    SourceShardAdd {
+        /// Key range (hex, `start-end`).
+        #[arg(long = "key-range", alias = "key_range")]
+        key_range: Option<String>,
+        /// Tables.
+        #[arg(long, value_delimiter = ',')]
+        tables: Vec<String>,
+        /// <keyspace>/<shard>
+        #[arg(value_parser = parse_keyspace_shard)]
+        shard: (String, String),
+        /// Source uid.
+        uid: i32,
+        /// Source <keyspace>/<shard>.
+        #[arg(value_parser = parse_keyspace_shard)]
+        source: (String, String),
+    },
+    /// Delete a source shard. Example: topo SourceShardDelete customer/-80 1
+    #[command(name = "SourceShardDelete")]
+    SourceShardDelete {
+        /// <keyspace>/<shard>
+        #[arg(value_parser = parse_keyspace_shard)]
+        shard: (String, String),
+        /// Source uid.
+        uid: i32,
+    },
+    /// Print a tablet. Example: topo GetTablet zone1-100
+    #[command(name = "GetTablet")]
+    GetTablet {
+        /// Tablet alias.
+        alias: String,
+    },
+    /// List tablets. Example: topo GetTablets --keyspace customer --format awk
+    #[command(name = "GetTablets")]
+    GetTablets(GetTabletsArgs),
+    /// Delete tablets. Example: topo DeleteTablets zone1-101 zone2-201
+    #[command(name = "DeleteTablets")]
+    DeleteTablets {
+        /// Allow deleting a shard primary.
+        #[arg(long = "allow-primary", alias = "allow_primary")]
+        allow_primary: bool,
+        /// Tablet aliases.
+        #[arg(required = true)]
+        aliases: Vec<String>,
+    },
+    /// Register a tablet (the legacy InitTablet). Example: topo AddTablet --keyspace customer --shard -80 --type replica zone1-101
+    #[command(name = "AddTablet", alias = "InitTablet")]
+    AddTablet(AddTabletArgs),
+    /// Rebuild the serving graph of keyspaces. Example: topo RebuildKeyspaceGraph customer
+    #[command(name = "RebuildKeyspaceGraph")]
+    RebuildKeyspaceGraph {
+        /// Cells (default: all).
+        #[arg(long, value_delimiter = ',')]
+        cells: Vec<String>,
+        /// Allow a partial SNAPSHOT keyspace.
+        #[arg(long = "allow-partial", alias = "allow_partial")]
+        allow_partial: bool,
+        /// Keyspaces.
+        #[arg(required = true)]
+        keyspaces: Vec<String>,
+    },
+    /// Rebuild the serving VSchema. Example: topo RebuildVSchemaGraph
+    #[command(name = "RebuildVSchemaGraph")]
+    RebuildVSchemaGraph {
+        /// Cells (default: all).
+        #[arg(long, value_delimiter = ',')]
+        cells: Vec<String>,
+    },
+    /// Print the keyspace names of cells. Example: topo GetSrvKeyspaceNames zone1
+    #[command(name = "GetSrvKeyspaceNames")]
+    GetSrvKeyspaceNames {
+        /// Cells (default: all).
+        cells: Vec<String>,
+    },
+    /// Print a keyspace's serving graph per cell. Example: topo GetSrvKeyspaces customer zone1
+    #[command(name = "GetSrvKeyspaces")]
+    GetSrvKeyspaces {
+        /// The keyspace.
+        keyspace: String,
+        /// Cells (default: all).
+        cells: Vec<String>,
+    },
+    /// Print a cell's serving VSchema. Example: topo GetSrvVSchema zone1
+    #[command(name = "GetSrvVSchema")]
+    GetSrvVSchema {
+        /// The cell.
+        cell: String,
+    },
+    /// Print the serving VSchema of cells. Example: topo GetSrvVSchemas
+    #[command(name = "GetSrvVSchemas")]
+    GetSrvVSchemas {
+        /// Cells (default: all).
+        cells: Vec<String>,
+    },
+    /// Delete a cell's serving VSchema. Example: topo DeleteSrvVSchema zone2
+    #[command(name = "DeleteSrvVSchema")]
+    DeleteSrvVSchema {
+        /// The cell.
+        cell: String,
+    },
+    /// Save a keyspace's VSchema. Example: topo ApplyVSchema --vschema '{"sharded":true}' customer
+    #[command(name = "ApplyVSchema")]
+    ApplyVSchema {
+        /// The VSchema as JSON.
+        #[arg(long, conflicts_with = "vschema_file")]
+        vschema: Option<String>,
+        /// A file holding the VSchema JSON.
+        #[arg(long = "vschema-file", alias = "vschema_file")]
+        vschema_file: Option<PathBuf>,
+        /// Cells whose SrvVSchema to rebuild (default: all).
+        #[arg(long, value_delimiter = ',')]
+        cells: Vec<String>,
+        /// Do not rebuild the serving VSchema.
+        #[arg(long = "skip-rebuild", alias = "skip_rebuild")]
+        skip_rebuild: bool,
+        /// Check and print, do not save.
+        #[arg(long = "dry-run", alias = "dry_run")]
+        dry_run: bool,
+        /// The keyspace.
+        keyspace: String,
+    },
+    /// Print a keyspace's VSchema. Example: topo GetVSchema customer
+    #[command(name = "GetVSchema")]
+    GetVSchema {
+        /// The keyspace.
+        keyspace: String,
+    },
+    /// Save routing rules. Example: topo ApplyRoutingRules --rules '{"rules":[]}'
+    #[command(name = "ApplyRoutingRules")]
+    ApplyRoutingRules(RulesArgs),
+    /// Print routing rules. Example: topo GetRoutingRules
+    #[command(name = "GetRoutingRules")]
+    GetRoutingRules,
+    /// Save shard routing rules. Example: topo ApplyShardRoutingRules --rules-file rules.json
+    #[command(name = "ApplyShardRoutingRules")]
+    ApplyShardRoutingRules(RulesArgs),
+    /// Print shard routing rules. Example: topo GetShardRoutingRules
+    #[command(name = "GetShardRoutingRules")]
+    GetShardRoutingRules,
+    /// Save keyspace routing rules. Example: topo ApplyKeyspaceRoutingRules --rules-file rules.json
+    #[command(name = "ApplyKeyspaceRoutingRules")]
+    ApplyKeyspaceRoutingRules(RulesArgs),
+    /// Print keyspace routing rules. Example: topo GetKeyspaceRoutingRules
+    #[command(name = "GetKeyspaceRoutingRules")]
+    GetKeyspaceRoutingRules,
+    /// Save mirror rules. Example: topo ApplyMirrorRules --rules-file rules.json
+    #[command(name = "ApplyMirrorRules")]
+    ApplyMirrorRules(RulesArgs),
+    /// Print mirror rules. Example: topo GetMirrorRules
+    #[command(name = "GetMirrorRules")]
+    GetMirrorRules,
+    /// Print a topology path as vtctldclient does: `/` lists global and the cells. Example: topo GetTopologyPath /global/keyspaces
+    #[command(name = "GetTopologyPath")]
+    GetTopologyPath {
+        /// Read this version (backends with history).
+        #[arg(long)]
+        version: Option<i64>,
+        /// Print only the decoded data.
+        #[arg(long = "data-as-json", alias = "data_as_json")]
+        data_as_json: bool,
+        /// `/`, `/<cell>` or `/<cell>/<path>`.
+        path: String,
+    },
+    /// Write a local file to a topology path. Example: topo WriteTopologyPath --cell global /RoutingRules rules.pb
+    #[command(name = "WriteTopologyPath")]
+    WriteTopologyPath {
+        /// The cell (global or a cell).
+        #[arg(long, default_value = "global")]
+        cell: String,
+        /// Topology path.
+        path: String,
+        /// Local file.
+        file: PathBuf,
+    },
+    /// Check the topology's consistency. Example: topo Validate
+    #[command(name = "Validate")]
+    Validate,
+    /// Print topology files (wildcards per path element). Example: topo TopoCat --decode-proto /keyspaces/*/Keyspace
+    #[command(name = "TopoCat")]
+    TopoCat {
+        /// The cell (global or a cell).
+        #[arg(long, default_value = "global")]
+        cell: String,
+        /// Decode records as protobuf text.
+        #[arg(long = "decode-proto", alias = "decode_proto")]
+        decode_proto: bool,
+        /// Decode records as JSON (one array).
+        #[arg(long = "decode-proto-json", alias = "decode_proto_json")]
+        decode_proto_json: bool,
+        /// Print path and version.
+        #[arg(long)]
+        long: bool,
+        /// Paths.
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// List a topology directory. Example: topo TopoLs -R /keyspaces
+    #[command(name = "TopoLs", alias = "ls")]
+    TopoLs {
+        /// The cell (global or a cell).
+        #[arg(long, default_value = "global")]
+        cell: String,
+        /// Show type, ephemeral and version.
+        #[arg(short = 'l', long)]
+        long: bool,
+        /// Recurse.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        /// Directory (default /).
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Copy a topology file to a local file, or with --to_topo the other way. Example: topo TopoCp /keyspaces/commerce/Keyspace ks.pb
+    #[command(name = "TopoCp")]
+    TopoCp {
+        /// The cell (global or a cell).
+        #[arg(long, default_value = "global")]
+        cell: String,
+        /// Copy from a local file to the topology.
+        #[arg(long = "to_topo", alias = "to-topo")]
+        to_topo: bool,
+        /// Source.
+        src: String,
+        /// Destination.
+        dst: String,
+    },
+    /// Delete topology files. Example: topo TopoRm -r /keyspaces/old
+    #[command(name = "TopoRm", alias = "rm")]
+    TopoRm {
+        /// The cell (global or a cell).
+        #[arg(long, default_value = "global")]
+        cell: String,
+        /// Delete everything under each path.
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        /// Paths.
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Print a file's contents (raw). Example: topo cat /metadata/owner
+    #[command(name = "cat")]
+    Cat {
+        /// The cell.
+        #[arg(long, default_value = "global")]
+        cell: String,
+        /// Decode records by file name.
+        #[arg(short = 'p', long)]
+        decode: bool,
+        /// Path.
+        path: String,
+    },
+    /// Print a file's version and size. Example: topo stat /keyspaces/commerce/Keyspace
+    #[command(name = "stat")]
+    Stat {
+        /// The cell.
+        #[arg(long, default_value = "global")]
+        cell: String,
+        /// Path.
+        path: String,
+    },
+    /// Create an empty file if it does not exist. Example: topo touch /metadata/marker
+    #[command(name = "touch")]
+    Touch {
+        /// The cell.
+        #[arg(long, default_value = "global")]
+        cell: String,
+        /// Path.
+        path: String,
+    },
+    /// Print a file's changes until interrupted. Example: topo watch --cell zone1 /keyspaces/customer/SrvKeyspace
+    #[command(name = "watch")]
+    Watch {
+        /// The cell.
+        #[arg(long, default_value = "global")]
+        cell: String,
+        /// Watch every file under the path.
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        /// Path.
+        path: String,
+    },
+    /// Wait until a file exists (or, with --deleted, is gone). Example: topo wait --timeout 30s /keyspaces/x/Keyspace
+    #[command(name = "wait")]
+    Wait {
+        /// The cell.
+        #[arg(long, default_value = "global")]
+        cell: String,
+        /// Wait for deletion instead.
+        #[arg(long)]
+        deleted: bool,
+        /// Give up after this long.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Path.
+        path: String,
+    },
+    /// Run a command while holding the lock of a global directory. Example: topo lock keyspaces/commerce -- ./migrate.sh
+    #[command(name = "lock")]
+    Lock {
+        /// Directory to lock (relative to the global root).
+        dir: String,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Copy a topology to another one (Vitess's topo2topo). Example: topo topo2topo --to-implementation local --to-server copy.db --to-root /vitess/global --do-keyspaces --do-shards
+    #[command(name = "topo2topo")]
+    Topo2Topo(Topo2TopoArgs),
+    /// Write every key of the global topology and every cell to a file. Example: topo backup topo-backup.json
+    #[command(name = "backup")]
+    Backup {
+        /// Output file.
+        file: PathBuf,
+    },
+    /// Restore a backup into the configured topology. Example: topo restore topo-backup.json
+    #[command(name = "restore")]
+    Restore {
+        /// Restore into a topology that already holds data.
+        #[arg(long)]
+        force: bool,
+        /// Keep the cell records' server addresses from the backup (default: point every
+        /// cell at the target's global server address).
+        #[arg(long = "keep-cell-addresses")]
+        keep_cell_addresses: bool,
+        /// Backup file.
+        file: PathBuf,
+    },
+    /// Check that a backup file is complete and every record decodes. Example: topo verify-backup topo-backup.json
+    #[command(name = "verify-backup")]
+    VerifyBackup {
+        /// Backup file.
+        file: PathBuf,
+    },
+    /// Check the topology's health: every cell answers, a probe key round-trips, a lock can
+    /// be taken; report latencies and stale locks. Example: topo doctor --stale-after 10m
+    #[command(name = "doctor")]
+    Doctor {
+        /// Locks held longer than this are stale.
+        #[arg(long = "stale-after", default_value = "10m", value_parser = parse_duration)]
+        stale_after: Duration,
+    },
+    /// Build an example toposphere (cells zone1, zone2; keyspaces commerce and customer).
+    /// Example: topo demo
+    #[command(name = "demo")]
+    Demo {
+        /// Rebuild it when it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a shell completion script. Example: topo completion bash > /etc/bash_completion.d/topo
+    #[command(name = "completion")]
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// CreateKeyspace's arguments.
+#[derive(Debug, Args)]
+pub(crate) struct CreateKeyspaceArgs {
+    /// Succeed when the keyspace exists.
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// Do not create an empty VSchema.
+    #[arg(long = "allow-empty-vschema", alias = "allow_empty_vschema")]
+    pub(crate) allow_empty_vschema: bool,
+    /// NORMAL or SNAPSHOT.
+    #[arg(long = "type", default_value = "NORMAL")]
+    pub(crate) keyspace_type: String,
+    /// Base keyspace of a SNAPSHOT keyspace.
+    #[arg(long = "base-keyspace", alias = "base_keyspace")]
+    pub(crate) base_keyspace: Option<String>,
+    /// Snapshot time of a SNAPSHOT keyspace (RFC 3339).
+    #[arg(long = "snapshot-timestamp", alias = "snapshot_timestamp")]
+    pub(crate) snapshot_timestamp: Option<String>,
+    /// Durability policy.
+    #[arg(
+        long = "durability-policy",
+        alias = "durability_policy",
+        default_value = "none"
+    )]
+    pub(crate) durability_policy: String,
+    /// Sidecar database name.
+    #[arg(
+        long = "sidecar-db-name",
+        alias = "sidecar_db_name",
+        default_value = "_vt"
+    )]
+    pub(crate) sidecar_db_name: String,
+    /// The keyspace.
+    pub(crate) keyspace: String,
+}
+
+/// GetTablets's arguments.
+#[derive(Debug, Args)]
+pub(crate) struct GetTabletsArgs {
+    /// Cells (default: all).
+    #[arg(long = "cell", short = 'c', value_delimiter = ',')]
+    pub(crate) cells: Vec<String>,
+    /// Keyspace.
+    #[arg(long, short = 'k')]
+    pub(crate) keyspace: Option<String>,
+    /// Shard (needs --keyspace).
+    #[arg(long, short = 's', requires = "keyspace")]
+    pub(crate) shard: Option<String>,
+    /// Only this tablet type.
+    #[arg(long = "tablet-type", alias = "tablet_type")]
+    pub(crate) tablet_type: Option<String>,
+    /// Only these tablets.
+    #[arg(
+        long = "tablet-alias",
+        alias = "tablet_alias",
+        short = 't',
+        value_delimiter = ','
+    )]
+    pub(crate) tablet_aliases: Vec<String>,
+    /// Fail when any cell cannot be read.
+    #[arg(long)]
+    pub(crate) strict: bool,
+    /// json or awk.
+    #[arg(long, default_value = "awk")]
+    pub(crate) format: String,
+}
+
+/// AddTablet's arguments.
+#[derive(Debug, Args)]
+pub(crate) struct AddTabletArgs {
+    /// Keyspace.
+    #[arg(long)]
+    pub(crate) keyspace: String,
+    /// Shard.
+    #[arg(long)]
+    pub(crate) shard: String,
+    /// Tablet type (primary, replica, rdonly, ...).
+    #[arg(long = "type", default_value = "replica")]
+    pub(crate) tablet_type: String,
+    /// Hostname.
+    #[arg(long, default_value = "localhost")]
+    pub(crate) hostname: String,
+    /// vttablet port.
+    #[arg(long = "port", default_value_t = 15000)]
+    pub(crate) port: i32,
+    /// gRPC port.
+    #[arg(long = "grpc-port", default_value_t = 16000)]
+    pub(crate) grpc_port: i32,
+    /// MySQL port.
+    #[arg(long = "mysql-port", default_value_t = 3306)]
+    pub(crate) mysql_port: i32,
+    /// Tags as key=value.
+    #[arg(long = "tag", value_delimiter = ',')]
+    pub(crate) tags: Vec<String>,
+    /// Create the keyspace and shard when missing.
+    #[arg(long = "create-shard-and-keyspace", alias = "parent")]
+    pub(crate) create_shard_and_keyspace: bool,
+    /// Replace an existing record of the same keyspace and shard.
+    #[arg(long = "allow-update")]
+    pub(crate) allow_update: bool,
+    /// Let a PRIMARY displace the shard's primary.
+    #[arg(long = "allow-primary-override")]
+    pub(crate) allow_primary_override: bool,
+    /// Tablet alias (`cell-uid`).
+    pub(crate) alias: String,
+}
+
+/// Apply*Rules arguments.
+#[derive(Debug, Args)]
+pub(crate) struct RulesArgs {
+    /// The rules as JSON.
+    #[arg(long, conflicts_with = "rules_file")]
+    pub(crate) rules: Option<String>,
+    /// A file holding the rules JSON.
+    #[arg(long = "rules-file", alias = "rules_file")]
+    pub(crate) rules_file: Option<PathBuf>,
+    /// Cells whose SrvVSchema to rebuild (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) cells: Vec<String>,
+    /// Do not rebuild the serving VSchema.
+    #[arg(long = "skip-rebuild", alias = "skip_rebuild")]
+    pub(crate) skip_rebuild: bool,
+    /// Check and print, do not save.
+    #[arg(long = "dry-run", alias = "dry_run")]
+    pub(crate) dry_run: bool,
+}
+
+/// topo2topo's arguments (Vitess's flags, both spellings).
+#[derive(Debug, Args)]
+pub(crate) struct Topo2TopoArgs {
+    /// Source implementation (default: the global --topo-implementation).
+    #[arg(long = "from-implementation", alias = "from_implementation")]
+    pub(crate) from_implementation: Option<String>,
+    /// Source server address (default: the global one).
+    #[arg(long = "from-server", alias = "from_server")]
+    pub(crate) from_server: Option<String>,
+    /// Source global root (default: the global one).
+    #[arg(long = "from-root", alias = "from_root")]
+    pub(crate) from_root: Option<String>,
+    /// Destination implementation.
+    #[arg(long = "to-implementation", alias = "to_implementation")]
+    pub(crate) to_implementation: String,
+    /// Destination server address.
+    #[arg(long = "to-server", alias = "to_server")]
+    pub(crate) to_server: String,
+    /// Destination global root.
+    #[arg(long = "to-root", alias = "to_root")]
+    pub(crate) to_root: String,
+    /// Compare instead of copying.
+    #[arg(long)]
+    pub(crate) compare: bool,
+    /// Show what would be copied.
+    #[arg(long = "dry-run", alias = "dry_run")]
+    pub(crate) dry_run: bool,
+    /// Copy keyspaces (and VSchemas).
+    #[arg(long = "do-keyspaces", alias = "do_keyspaces")]
+    pub(crate) do_keyspaces: bool,
+    /// Copy shards.
+    #[arg(long = "do-shards", alias = "do_shards")]
+    pub(crate) do_shards: bool,
+    /// Copy replication graphs.
+    #[arg(long = "do-shard-replications", alias = "do_shard_replications")]
+    pub(crate) do_shard_replications: bool,
+    /// Copy tablets.
+    #[arg(long = "do-tablets", alias = "do_tablets")]
+    pub(crate) do_tablets: bool,
+    /// Copy every kind of routing rules.
+    #[arg(long = "do-routing-rules", alias = "do_routing_rules")]
+    pub(crate) do_routing_rules: bool,
+    /// Copy cells aliases.
+    #[arg(long = "do-cells-aliases")]
+    pub(crate) do_cells_aliases: bool,
+    /// Copy the serving graph (SrvKeyspace, SrvVSchema).
+    #[arg(long = "do-serving")]
+    pub(crate) do_serving: bool,
+    /// Copy cell records too (they hold the source's addresses; usually not wanted).
+    #[arg(long = "do-cell-info")]
+    pub(crate) do_cell_info: bool,
+    /// Every kind above except cell records.
+    #[arg(long)]
+    pub(crate) all: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("45s").unwrap(), Duration::from_secs(45));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn keyspace_shard() {
+        assert_eq!(
+            parse_keyspace_shard("ks/-80").unwrap(),
+            ("ks".into(), "-80".into())
+        );
+        for bad in ["ks", "/0", "ks/", "a/b/c"] {
+            assert!(parse_keyspace_shard(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

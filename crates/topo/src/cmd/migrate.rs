@@ -1,0 +1,339 @@
+//! topo2topo, backup, restore and verify-backup.
+
+use std::path::Path;
+
+use base64::Engine;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use topo_core::{Conn, Result, TopoError};
+use topo_proto::json::{message_type_for_path, to_json, JsonForm};
+use topo_proto::topodata::CellInfo;
+use topo_proto::Stored;
+use toposphere::copy::{compare, copy, RecordKind};
+use toposphere::{Server, GLOBAL_CELL};
+
+use crate::args::{GlobalArgs, Topo2TopoArgs};
+use crate::cmd::raw::walk;
+use crate::cmd::{open, read_file, write_file};
+
+/// The format name written into every backup.
+const FORMAT: &str = "toposphere-backup";
+
+/// A backup file: every non-ephemeral key of the global topology and of every cell.
+#[derive(Debug, Serialize, Deserialize)]
+struct Backup {
+    format: String,
+    format_version: u32,
+    created: String,
+    implementation: String,
+    cells: Vec<CellBackup>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CellBackup {
+    cell: String,
+    root: String,
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry {
+    /// Path relative to the cell's root.
+    path: String,
+    /// The version in the source (for reference; restore writes new versions).
+    version: String,
+    /// The raw bytes, base64.
+    value: String,
+    /// The record type, when the path names one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    r#type: Option<String>,
+    /// The decoded record, for people reading the file.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    json: Option<Value>,
+}
+
+fn progress(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+fn kinds(a: &Topo2TopoArgs) -> Vec<RecordKind> {
+    let mut k = Vec::new();
+    let all = a.all;
+    let mut add = |on: bool, kind| {
+        if on || all {
+            k.push(kind);
+        }
+    };
+    add(a.do_cells_aliases, RecordKind::CellsAlias);
+    add(a.do_keyspaces, RecordKind::Keyspaces);
+    add(a.do_shards, RecordKind::Shards);
+    add(a.do_shard_replications, RecordKind::ShardReplications);
+    add(a.do_tablets, RecordKind::Tablets);
+    add(a.do_routing_rules, RecordKind::RoutingRules);
+    add(a.do_serving, RecordKind::SrvKeyspaces);
+    add(a.do_serving, RecordKind::SrvVSchemas);
+    if a.do_cell_info {
+        k.push(RecordKind::CellInfo);
+    }
+    k
+}
+
+pub(crate) async fn topo2topo(ts: &Server, g: &GlobalArgs, a: Topo2TopoArgs) -> Result<()> {
+    let kinds = kinds(&a);
+    if kinds.is_empty() {
+        return Err(TopoError::invalid(
+            "nothing to do: give --do-keyspaces, --do-shards, --do-shard-replications, --do-tablets, --do-routing-rules, --do-cells-aliases, --do-serving, --do-cell-info or --all",
+        ));
+    }
+    let from = match (&a.from_implementation, &a.from_server, &a.from_root) {
+        (None, None, None) => ts.clone(),
+        _ => {
+            open(
+                g,
+                a.from_implementation
+                    .as_deref()
+                    .unwrap_or(&g.implementation),
+                a.from_server.as_deref().unwrap_or(&g.server_address),
+                a.from_root.as_deref().unwrap_or(&g.root),
+            )
+            .await?
+        }
+    };
+    let to = open(g, &a.to_implementation, &a.to_server, &a.to_root).await?;
+    if a.compare {
+        let n = compare(&from, &to, &kinds).await?;
+        crate::out!("Topologies are in sync ({n} records compared)");
+        return Ok(());
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_message("copying");
+    let summary = copy(&from, &to, &kinds, a.dry_run, &|r| {
+        bar.inc(1);
+        bar.set_message(r.to_string());
+    })
+    .await;
+    bar.finish_and_clear();
+    let summary = summary?;
+    let verb = if a.dry_run { "Would copy" } else { "Copied" };
+    crate::out!(
+        "{verb} {} records ({} already up to date): {}",
+        summary.copied,
+        summary.unchanged,
+        kinds
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+async fn dump(conn: &dyn Conn, cell: &str, root: &str, bar: &ProgressBar) -> Result<CellBackup> {
+    let paths = walk(conn, "/").await?;
+    bar.inc_length(paths.len() as u64);
+    let mut entries = Vec::with_capacity(paths.len());
+    for p in paths {
+        let (bytes, version) = match conn.get(&p).await {
+            Ok(v) => v,
+            // Deleted while we walked: it is not part of the backup.
+            Err(e) if e.is_no_node() => continue,
+            Err(e) => return Err(e),
+        };
+        let ty = message_type_for_path(&p);
+        entries.push(Entry {
+            json: ty.and_then(|t| to_json(&bytes, t, JsonForm::Pretty).ok()),
+            r#type: ty.map(String::from),
+            value: base64::engine::general_purpose::STANDARD.encode(&bytes),
+            version: version.to_string(),
+            path: p,
+        });
+        bar.inc(1);
+    }
+    Ok(CellBackup {
+        cell: cell.to_string(),
+        root: root.to_string(),
+        entries,
+    })
+}
+
+pub(crate) async fn backup(ts: &Server, file: &Path) -> Result<()> {
+    let bar = progress(0, "backing up");
+    let global_root = String::new();
+    let mut cells = vec![dump(ts.global().as_ref(), GLOBAL_CELL, &global_root, &bar).await?];
+    for cell in ts.get_cell_info_names().await? {
+        let info = ts.get_cell_info(&cell, true).await?;
+        let conn = ts.conn_for_cell(&cell).await?;
+        cells.push(dump(conn.as_ref(), &cell, &info.root, &bar).await?);
+    }
+    bar.finish_and_clear();
+    let total: usize = cells.iter().map(|c| c.entries.len()).sum();
+    let b = Backup {
+        format: FORMAT.into(),
+        format_version: 1,
+        created: chrono::Utc::now().to_rfc3339(),
+        implementation: ts.implementation().into(),
+        cells,
+    };
+    let text = serde_json::to_vec_pretty(&b)
+        .map_err(|e| TopoError::invalid(format!("cannot encode the backup: {e}")))?;
+    write_file(file, &text)?;
+    crate::out!(
+        "Backed up {total} keys from {} cells to {}",
+        b.cells.len(),
+        file.display()
+    );
+    Ok(())
+}
+
+fn load(file: &Path) -> Result<Backup> {
+    let b: Backup = serde_json::from_slice(&read_file(file)?).map_err(|e| {
+        TopoError::invalid(format!(
+            "{} is not a toposphere backup: {e}",
+            file.display()
+        ))
+    })?;
+    if b.format != FORMAT || b.format_version != 1 {
+        return Err(TopoError::invalid(format!(
+            "{} has format {} version {}; this topo reads {FORMAT} version 1",
+            file.display(),
+            b.format,
+            b.format_version
+        )));
+    }
+    Ok(b)
+}
+
+fn entry_bytes(file: &Path, cell: &str, e: &Entry) -> Result<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD
+        .decode(&e.value)
+        .map_err(|err| {
+            TopoError::invalid(format!(
+                "{}: {cell}:{}: bad base64: {err}",
+                file.display(),
+                e.path
+            ))
+        })
+}
+
+/// Checks a backup: it parses, and every record's bytes decode to the JSON stored beside
+/// them. Returns the number of entries.
+fn check(file: &Path, b: &Backup) -> Result<usize> {
+    let mut n = 0;
+    for c in &b.cells {
+        for e in &c.entries {
+            let bytes = entry_bytes(file, &c.cell, e)?;
+            if let Some(t) = &e.r#type {
+                let decoded = to_json(&bytes, t, JsonForm::Pretty).map_err(|err| {
+                    TopoError::invalid(format!(
+                        "{}: {}:{} does not decode as {t}: {err}",
+                        file.display(),
+                        c.cell,
+                        e.path
+                    ))
+                })?;
+                if e.json.as_ref().is_some_and(|j| *j != decoded) {
+                    return Err(TopoError::invalid(format!(
+                        "{}: {}:{}: the stored JSON does not match the stored bytes",
+                        file.display(),
+                        c.cell,
+                        e.path
+                    )));
+                }
+            }
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+pub(crate) fn verify_backup(file: &Path) -> Result<()> {
+    let b = load(file)?;
+    let n = check(file, &b)?;
+    crate::out!(
+        "{} is a valid backup: {n} keys in {} cells, taken {} from {}",
+        file.display(),
+        b.cells.len(),
+        b.created,
+        b.implementation
+    );
+    Ok(())
+}
+
+pub(crate) async fn restore(
+    ts: &Server,
+    g: &GlobalArgs,
+    file: &Path,
+    force: bool,
+    keep_cell_addresses: bool,
+) -> Result<()> {
+    let b = load(file)?;
+    let total = check(file, &b)?;
+    let global_backup = b
+        .cells
+        .iter()
+        .find(|c| c.cell == GLOBAL_CELL)
+        .ok_or_else(|| TopoError::invalid(format!("{} has no global cell", file.display())))?;
+    match ts.global().list_dir("/", false).await {
+        Ok(entries) if !entries.is_empty() && !force => {
+            return Err(TopoError::precondition(format!(
+                "the target topology {} is not empty; use --force to restore into it",
+                g.root
+            )))
+        }
+        Err(e) if !e.is_no_node() => return Err(e),
+        _ => {}
+    }
+    let bar = progress(total as u64, "restoring");
+    let mut written: Vec<(String, String, Vec<u8>)> = Vec::new();
+    for e in &global_backup.entries {
+        let mut bytes = entry_bytes(file, GLOBAL_CELL, e)?;
+        if !keep_cell_addresses && e.path.starts_with("/cells/") && e.path.ends_with("/CellInfo") {
+            // Point the cell at the target's server; keep its root.
+            let mut info = Stored::<CellInfo>::decode(&bytes, &e.path)?;
+            info.server_address = g.server_address.clone();
+            bytes = info.encode();
+        }
+        ts.global().update(&e.path, &bytes, None).await?;
+        written.push((GLOBAL_CELL.into(), e.path.clone(), bytes));
+        bar.inc(1);
+    }
+    for c in b.cells.iter().filter(|c| c.cell != GLOBAL_CELL) {
+        let conn = ts.conn_for_cell(&c.cell).await.map_err(|e| {
+            TopoError::precondition(format!(
+                "cannot reach cell {} of the backup after restoring its record: {e}",
+                c.cell
+            ))
+        })?;
+        for e in &c.entries {
+            let bytes = entry_bytes(file, &c.cell, e)?;
+            conn.update(&e.path, &bytes, None).await?;
+            written.push((c.cell.clone(), e.path.clone(), bytes));
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    // Read everything back: the restore is done only when the topology equals the archive.
+    for (cell, path, bytes) in &written {
+        let (got, _) = ts.conn_for_cell(cell).await?.get(path).await?;
+        if &got != bytes {
+            return Err(TopoError::precondition(format!(
+                "restored {cell}:{path} reads back differently"
+            )));
+        }
+    }
+    crate::out!(
+        "Restored and verified {} keys in {} cells from {}",
+        written.len(),
+        b.cells.len(),
+        file.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! The verbs, grouped as vtctldclient groups them.
+
+mod cells;
+mod demo;
+mod doctor;
+mod keyspaces;
+mod migrate;
+mod raw;
+mod serving;
+mod tablets;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::CommandFactory;
+use topo_core::{Result, TopoError};
+use topo_local::{LocalFactory, LocalOptions};
+use toposphere::{Registry, Server, ServerConfig};
+
+use crate::args::{Cli, Command, GlobalArgs};
+
+/// The backends this binary was built with.
+pub(crate) fn registry() -> Registry {
+    let mut r = Registry::with_memory();
+    r.register(Arc::new(LocalFactory::new(LocalOptions::default())));
+    r
+}
+
+/// Opens a topology server.
+pub(crate) async fn open(
+    global: &GlobalArgs,
+    implementation: &str,
+    address: &str,
+    root: &str,
+) -> Result<Server> {
+    let config = ServerConfig {
+        lock_timeout: global.lock_timeout,
+        remote_operation_timeout: global.remote_operation_timeout,
+        read_concurrency: global.read_concurrency,
+    };
+    Server::open(&registry(), implementation, address, root, config)
+        .await
+        .map_err(|e| match e {
+            TopoError::NoImplementation(m) => {
+                TopoError::invalid(format!("--topo-implementation: unknown implementation {m}"))
+            }
+            other => other,
+        })
+}
+
+/// Reads a file the user named, with its path in the error.
+pub(crate) fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| TopoError::invalid(format!("cannot read {}: {e}", path.display())))
+}
+
+/// Writes a file the user named, with its path in the error.
+pub(crate) fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes)
+        .map_err(|e| TopoError::invalid(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Runs the command line.
+pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
+    let compact = cli.compact;
+    let g = cli.global.clone();
+    if let Command::Completion { shell } = &cli.command {
+        clap_complete::generate(*shell, &mut Cli::command(), "topo", &mut std::io::stdout());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ts = open(&g, &g.implementation, &g.server_address, &g.root).await?;
+    let result = dispatch(&ts, &g, cli.command, compact).await;
+    ts.close().await;
+    result
+}
+
+async fn dispatch(
+    ts: &Server,
+    g: &GlobalArgs,
+    command: Command,
+    compact: bool,
+) -> Result<ExitCode> {
+    use Command as C;
+    match command {
+        C::AddCellInfo { .. }
+        | C::UpdateCellInfo { .. }
+        | C::DeleteCellInfo { .. }
+        | C::GetCellInfo { .. }
+        | C::GetCellInfoNames
+        | C::AddCellsAlias { .. }
+        | C::UpdateCellsAlias { .. }
+        | C::DeleteCellsAlias { .. }
+        | C::GetCellsAliases => cells::run(ts, command, compact).await?,
+        C::CreateKeyspace(_)
+        | C::GetKeyspace { .. }
+        | C::GetKeyspaces
+        | C::DeleteKeyspace { .. }
+        | C::FindAllShardsInKeyspace { .. }
+        | C::SetKeyspaceDurabilityPolicy { .. }
+        | C::RemoveKeyspaceCell { .. }
+        | C::CreateShard { .. }
+        | C::GetShard { .. }
+        | C::DeleteShards { .. }
+        | C::RemoveShardCell { .. }
+        | C::SetShardIsPrimaryServing { .. }
+        | C::SetShardTabletControl { .. }
+        | C::SourceShardAdd { .. }
+        | C::SourceShardDelete { .. } => keyspaces::run(ts, command, compact).await?,
+        C::GetTablet { .. }
+        | C::GetTablets(_)
+        | C::DeleteTablets { .. }
+        | C::AddTablet(_)
+        | C::GetShardReplication { .. }
+        | C::ShardReplicationAdd { .. }
+        | C::ShardReplicationRemove { .. }
+        | C::ShardReplicationFix { .. } => return tablets::run(ts, command, compact).await,
+        C::RebuildKeyspaceGraph { .. }
+        | C::RebuildVSchemaGraph { .. }
+        | C::GetSrvKeyspaceNames { .. }
+        | C::GetSrvKeyspaces { .. }
+        | C::GetSrvVSchema { .. }
+        | C::GetSrvVSchemas { .. }
+        | C::DeleteSrvVSchema { .. }
+        | C::ApplyVSchema { .. }
+        | C::GetVSchema { .. }
+        | C::ApplyRoutingRules(_)
+        | C::GetRoutingRules
+        | C::ApplyShardRoutingRules(_)
+        | C::GetShardRoutingRules
+        | C::ApplyKeyspaceRoutingRules(_)
+        | C::GetKeyspaceRoutingRules
+        | C::ApplyMirrorRules(_)
+        | C::GetMirrorRules
+        | C::GetTopologyPath { .. }
+        | C::WriteTopologyPath { .. }
+        | C::Validate => return serving::run(ts, command, compact).await,
+        C::TopoCat { .. }
+        | C::TopoLs { .. }
+        | C::TopoCp { .. }
+        | C::TopoRm { .. }
+        | C::Cat { .. }
+        | C::Stat { .. }
+        | C::Touch { .. }
+        | C::Watch { .. }
+        | C::Wait { .. }
+        | C::Lock { .. } => return raw::run(ts, command).await,
+        C::Topo2Topo(args) => migrate::topo2topo(ts, g, args).await?,
+        C::Backup { file } => migrate::backup(ts, &file).await?,
+        C::Restore {
+            force,
+            keep_cell_addresses,
+            file,
+        } => migrate::restore(ts, g, &file, force, keep_cell_addresses).await?,
+        C::VerifyBackup { file } => migrate::verify_backup(&file)?,
+        C::Doctor { stale_after } => return doctor::run(ts, stale_after).await,
+        C::Demo { force } => demo::run(ts, g, force).await?,
+        C::Completion { .. } => unreachable!("handled before opening the topology"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

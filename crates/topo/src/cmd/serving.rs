@@ -1,0 +1,400 @@
+//! The serving graph, VSchema and rules, topology paths, and Validate.
+
+use std::process::ExitCode;
+
+use serde_json::Value;
+use topo_core::{Result, TopoError, Version};
+use topo_proto::json::{decode_content, from_json, message_type_for_path, to_json};
+use topo_proto::names::alias_string;
+use topo_proto::vschema::{
+    self, KeyspaceRoutingRules, MirrorRules, RoutingRules, ShardRoutingRules,
+};
+use topo_proto::Record;
+use toposphere::serving::order_and_check_partitions;
+use toposphere::{Server, GLOBAL_CELL};
+
+use crate::args::{Command, RulesArgs};
+use crate::cmd::keyspaces::{parse_vschema, rebuild_vschema_if_cells};
+use crate::cmd::read_file;
+use crate::output::{form, msg, object, print};
+
+/// The JSON text of an Apply*Rules call.
+fn rules_json(a: &RulesArgs) -> Result<String> {
+    match (&a.rules, &a.rules_file) {
+        (Some(r), None) => Ok(r.clone()),
+        (None, Some(f)) => String::from_utf8(read_file(f)?)
+            .map_err(|_| TopoError::invalid(format!("{} is not UTF-8 text", f.display()))),
+        _ => Err(TopoError::invalid(
+            "give exactly one of --rules or --rules-file",
+        )),
+    }
+}
+
+/// Parses, saves (unless a dry run) and prints rules, then rebuilds the serving VSchema.
+async fn apply_rules<M: Record>(
+    ts: &Server,
+    a: &RulesArgs,
+    what: &str,
+    compact: bool,
+    save: impl AsyncFnOnce(&Server, &M) -> Result<()>,
+) -> Result<()> {
+    let rules: M = from_json(&rules_json(a)?)?;
+    if a.dry_run {
+        crate::out!("Dry run: would save this {what} object:");
+        print(&msg(&rules, compact));
+        return Ok(());
+    }
+    save(ts, &rules).await?;
+    if !a.skip_rebuild {
+        rebuild_vschema_if_cells(ts, &a.cells).await?;
+    }
+    crate::out!("New {what} object:");
+    print(&msg(&rules, compact));
+    Ok(())
+}
+
+/// Checks that every vindex a table uses is defined (a small part of Vitess's
+/// `BuildKeyspace`).
+fn check_vschema(ks: &str, vs: &vschema::Keyspace) -> Result<()> {
+    for (table, t) in &vs.tables {
+        for cv in &t.column_vindexes {
+            if !vs.vindexes.contains_key(&cv.name) {
+                return Err(TopoError::invalid(format!(
+                    "vschema of keyspace {ks}: table {table} uses vindex {} which is not defined",
+                    cv.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn get_topology_path(
+    ts: &Server,
+    path: &str,
+    version: Option<i64>,
+    data_as_json: bool,
+    compact: bool,
+) -> Result<()> {
+    let trimmed = path.trim_matches('/');
+    if trimmed.is_empty() {
+        let mut children = vec![Value::String(GLOBAL_CELL.into())];
+        children.extend(
+            ts.get_cell_info_names()
+                .await?
+                .into_iter()
+                .map(Value::String),
+        );
+        print(&object([
+            ("name".into(), Value::String(String::new())),
+            ("path".into(), Value::String("/".into())),
+            ("children".into(), Value::Array(children)),
+        ]));
+        return Ok(());
+    }
+    let (cell, rel) = trimmed.split_once('/').unwrap_or((trimmed, ""));
+    let conn = ts.conn_for_cell(cell).await?;
+    let rel = format!("/{rel}");
+    let name = rel.rsplit('/').next().unwrap_or_default().to_string();
+    let read = match version {
+        Some(v) => conn
+            .get_version(&rel, &Version::new(v))
+            .await
+            .map(|b| (b, Version::new(v))),
+        None => conn.get(&rel).await,
+    };
+    match read {
+        Ok((bytes, v)) => {
+            let data = match message_type_for_path(&rel) {
+                Some(t) => to_json(&bytes, t, form(compact))?,
+                None => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
+            };
+            if data_as_json {
+                print(&data);
+            } else {
+                print(&object([
+                    ("name".into(), Value::String(name)),
+                    ("path".into(), Value::String(path.to_string())),
+                    (
+                        "data".into(),
+                        Value::String(
+                            decode_content(&rel, &bytes, true)
+                                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned()),
+                        ),
+                    ),
+                    ("children".into(), Value::Array(vec![])),
+                    ("version".into(), Value::String(v.to_string())),
+                ]));
+            }
+        }
+        Err(e) if e.is_no_node() => {
+            let children = conn.list_dir(&rel, false).await?;
+            print(&object([
+                ("name".into(), Value::String(name)),
+                ("path".into(), Value::String(path.to_string())),
+                (
+                    "children".into(),
+                    Value::Array(
+                        children
+                            .into_iter()
+                            .map(|c| Value::String(c.name))
+                            .collect(),
+                    ),
+                ),
+            ]));
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}
+
+/// Vitess's topology-only `Validate` checks; every problem found is printed.
+async fn validate(ts: &Server) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for ks in ts.get_keyspaces().await? {
+        if let Err(e) = ts.get_keyspace(&ks).await {
+            problems.push(format!("keyspace {ks}: {e}"));
+            continue;
+        }
+        let shards = match ts.find_all_shards_in_keyspace(&ks).await {
+            Ok(s) => s,
+            Err(e) => {
+                problems.push(format!("keyspace {ks}: cannot read its shards: {e}"));
+                continue;
+            }
+        };
+        for (name, si) in &shards {
+            if let Some(p) = &si.shard.primary_alias {
+                match ts.get_tablet(p).await {
+                    Ok(t) if t.tablet.keyspace == ks && &t.tablet.shard == name => {}
+                    Ok(_) => problems.push(format!(
+                        "shard {ks}/{name}: primary {} belongs to another shard",
+                        alias_string(p)
+                    )),
+                    Err(e) => problems.push(format!(
+                        "shard {ks}/{name}: primary {}: {e}",
+                        alias_string(p)
+                    )),
+                }
+            }
+        }
+    }
+    for cell in ts.get_cell_info_names().await? {
+        let tablets = match ts.get_tablets_by_cell(&cell, None, None).await {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(format!("cell {cell}: cannot read its tablets: {e}"));
+                continue;
+            }
+        };
+        for t in &tablets {
+            if let Some(a) = &t.tablet.alias {
+                if let Err(e) = ts.validate_tablet(a).await {
+                    problems.push(format!("tablet {}: {e}", t.alias()));
+                }
+            }
+        }
+        for ks in ts.get_srv_keyspace_names(&cell).await.unwrap_or_default() {
+            match ts.get_srv_keyspace(&cell, &ks).await {
+                Ok(mut srv) => {
+                    if let Err(e) = order_and_check_partitions(&ks, &mut srv) {
+                        problems.push(format!("cell {cell}: {e}"));
+                    }
+                }
+                Err(e) if e.is_no_node() => {}
+                Err(e) => problems.push(format!("cell {cell}: SrvKeyspace {ks}: {e}")),
+            }
+        }
+    }
+    Ok(problems)
+}
+
+pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<ExitCode> {
+    match command {
+        Command::RebuildKeyspaceGraph {
+            cells,
+            allow_partial,
+            keyspaces,
+        } => {
+            let cells = if cells.is_empty() {
+                vec![]
+            } else {
+                ts.expand_cells(&cells.join(",")).await?
+            };
+            for ks in &keyspaces {
+                ts.rebuild_keyspace(ks, &cells, allow_partial).await?;
+            }
+        }
+        Command::RebuildVSchemaGraph { cells } => {
+            ts.rebuild_srv_vschema(&cells).await?;
+            crate::out!("RebuildVSchemaGraph: ok");
+        }
+        Command::GetSrvKeyspaceNames { cells } => {
+            let cells = if cells.is_empty() {
+                ts.get_cell_info_names().await?
+            } else {
+                cells
+            };
+            let mut out = serde_json::Map::new();
+            for cell in cells {
+                let names = ts.get_srv_keyspace_names(&cell).await?;
+                out.insert(
+                    cell,
+                    object([(
+                        "names".into(),
+                        Value::Array(names.into_iter().map(Value::String).collect()),
+                    )]),
+                );
+            }
+            print(&Value::Object(out));
+        }
+        Command::GetSrvKeyspaces { keyspace, cells } => {
+            let cells = if cells.is_empty() {
+                ts.get_cell_info_names().await?
+            } else {
+                cells
+            };
+            let mut out = serde_json::Map::new();
+            for cell in cells {
+                let v = match ts.get_srv_keyspace(&cell, &keyspace).await {
+                    Ok(s) => msg(&s, compact),
+                    Err(e) if e.is_no_node() => Value::Null,
+                    Err(e) => return Err(e),
+                };
+                out.insert(cell, v);
+            }
+            print(&Value::Object(out));
+        }
+        Command::GetSrvVSchema { cell } => print(&msg(&ts.get_srv_vschema(&cell).await?, compact)),
+        Command::GetSrvVSchemas { cells } => {
+            let cells = if cells.is_empty() {
+                ts.get_cell_info_names().await?
+            } else {
+                cells
+            };
+            let mut out = serde_json::Map::new();
+            for cell in cells {
+                match ts.get_srv_vschema(&cell).await {
+                    Ok(s) => {
+                        out.insert(cell, msg(&s, compact));
+                    }
+                    Err(e) if e.is_no_node() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            print(&Value::Object(out));
+        }
+        Command::DeleteSrvVSchema { cell } => ts.delete_srv_vschema(&cell).await?,
+        Command::ApplyVSchema {
+            vschema,
+            vschema_file,
+            cells,
+            skip_rebuild,
+            dry_run,
+            keyspace,
+        } => {
+            let json = match (vschema, vschema_file) {
+                (Some(v), None) => v,
+                (None, Some(f)) => String::from_utf8(read_file(&f)?).map_err(|_| {
+                    TopoError::invalid(format!("{} is not UTF-8 text", f.display()))
+                })?,
+                _ => {
+                    return Err(TopoError::invalid(
+                        "give exactly one of --vschema or --vschema-file",
+                    ))
+                }
+            };
+            ts.get_keyspace(&keyspace).await?;
+            let vs = parse_vschema(&json)?;
+            check_vschema(&keyspace, &vs)?;
+            if dry_run {
+                crate::out!(
+                    "Dry run: skipping the update of the VSchema. New VSchema object would be:"
+                );
+            } else {
+                ts.save_vschema(&keyspace, &vs, None).await?;
+                if !skip_rebuild {
+                    rebuild_vschema_if_cells(ts, &cells).await?;
+                }
+                crate::out!("New VSchema object:");
+            }
+            print(&msg(&vs.msg, compact));
+        }
+        Command::GetVSchema { keyspace } => {
+            print(&msg(&ts.get_vschema(&keyspace).await?.value.msg, compact))
+        }
+        Command::ApplyRoutingRules(a) => {
+            apply_rules(
+                ts,
+                &a,
+                "RoutingRules",
+                compact,
+                async |ts: &Server, r: &RoutingRules| ts.save_routing_rules(r).await,
+            )
+            .await?
+        }
+        Command::GetRoutingRules => print(&msg(&ts.get_routing_rules().await?, compact)),
+        Command::ApplyShardRoutingRules(a) => {
+            apply_rules(
+                ts,
+                &a,
+                "ShardRoutingRules",
+                compact,
+                async |ts: &Server, r: &ShardRoutingRules| ts.save_shard_routing_rules(r).await,
+            )
+            .await?
+        }
+        Command::GetShardRoutingRules => print(&msg(&ts.get_shard_routing_rules().await?, compact)),
+        Command::ApplyKeyspaceRoutingRules(a) => {
+            apply_rules(
+                ts,
+                &a,
+                "KeyspaceRoutingRules",
+                compact,
+                async |ts: &Server, r: &KeyspaceRoutingRules| {
+                    ts.save_keyspace_routing_rules(r).await
+                },
+            )
+            .await?
+        }
+        Command::GetKeyspaceRoutingRules => print(&msg(
+            &ts.get_keyspace_routing_rules().await?.unwrap_or_default(),
+            compact,
+        )),
+        Command::ApplyMirrorRules(a) => {
+            apply_rules(
+                ts,
+                &a,
+                "MirrorRules",
+                compact,
+                async |ts: &Server, r: &MirrorRules| ts.save_mirror_rules(r).await,
+            )
+            .await?
+        }
+        Command::GetMirrorRules => print(&msg(&ts.get_mirror_rules().await?, compact)),
+        Command::GetTopologyPath {
+            version,
+            data_as_json,
+            path,
+        } => get_topology_path(ts, &path, version, data_as_json, compact).await?,
+        Command::WriteTopologyPath { cell, path, file } => {
+            let bytes = read_file(&file)?;
+            ts.conn_for_cell(&cell)
+                .await?
+                .update(&path, &bytes, None)
+                .await?;
+        }
+        Command::Validate => {
+            let problems = validate(ts).await?;
+            print(&object([(
+                "results".into(),
+                Value::Array(problems.iter().cloned().map(Value::String).collect()),
+            )]));
+            if !problems.is_empty() {
+                return Ok(ExitCode::from(2));
+            }
+        }
+        other => unreachable!("not a serving command: {other:?}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,296 @@
+//! Tablets and the replication graph.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use serde_json::Value;
+use topo_core::{Result, TopoError};
+use topo_proto::names::{alias_string, parse_alias, parse_tablet_type};
+use topo_proto::topodata::{Tablet, TabletType};
+use toposphere::{Server, TabletInfo};
+
+use crate::args::{AddTabletArgs, Command, GetTabletsArgs};
+use crate::output::{msg, object, print};
+
+fn term_start(t: &Tablet) -> Option<i64> {
+    t.primary_term_start_time
+        .as_ref()
+        .map(|ts| ts.seconds * 1_000_000_000 + i64::from(ts.nanoseconds))
+}
+
+/// One `--format awk` line: `alias keyspace shard type host:vtport mysqlhost:port [tags]
+/// primary_term_start`.
+fn awk_line(t: &Tablet, shown_type: TabletType) -> String {
+    let alias = t.alias.as_ref().map(alias_string).unwrap_or_default();
+    let vt = t.port_map.get("vt").copied().unwrap_or(0);
+    let tags: Vec<String> = t.tags.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    let start = t
+        .primary_term_start_time
+        .as_ref()
+        .and_then(|s| chrono::DateTime::from_timestamp(s.seconds, s.nanoseconds.max(0) as u32))
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| "<null>".into());
+    format!(
+        "{alias} {} {} {} {}:{vt} {}:{} [{}] {start}",
+        t.keyspace,
+        t.shard,
+        shown_type.as_str_name().to_ascii_lowercase(),
+        t.hostname,
+        t.mysql_hostname,
+        t.mysql_port,
+        tags.join(" ")
+    )
+}
+
+async fn get_tablets(ts: &Server, a: GetTabletsArgs, compact: bool) -> Result<ExitCode> {
+    let type_filter = a
+        .tablet_type
+        .as_deref()
+        .map(parse_tablet_type)
+        .transpose()?;
+    let mut failed_cells = Vec::new();
+    let mut tablets: Vec<TabletInfo> = if !a.tablet_aliases.is_empty() {
+        let aliases = a
+            .tablet_aliases
+            .iter()
+            .map(|s| parse_alias(s))
+            .collect::<Result<Vec<_>>>()?;
+        let map = ts.get_tablet_map(&aliases).await?;
+        failed_cells.extend(map.failed_cells.clone());
+        map.value.into_values().collect()
+    } else {
+        let cells = if a.cells.is_empty() {
+            ts.get_cell_info_names().await?
+        } else {
+            a.cells.clone()
+        };
+        let mut out = Vec::new();
+        for cell in &cells {
+            match ts
+                .get_tablets_by_cell(cell, a.keyspace.as_deref(), a.shard.as_deref())
+                .await
+            {
+                Ok(t) => out.extend(t),
+                Err(e) => {
+                    eprintln!("topo: cannot read the tablets of cell {cell}: {e}");
+                    failed_cells.push(cell.clone());
+                }
+            }
+        }
+        if a.strict && !failed_cells.is_empty() {
+            return Err(TopoError::PartialResult(format!(
+                "cells {} could not be read (--strict)",
+                failed_cells.join(", ")
+            )));
+        }
+        if !cells.is_empty() && failed_cells.len() == cells.len() {
+            return Err(TopoError::PartialResult("no cell could be read".into()));
+        }
+        out
+    };
+    tablets.retain(|t| {
+        a.keyspace.as_ref().is_none_or(|k| &t.tablet.keyspace == k)
+            && a.shard.as_ref().is_none_or(|s| &t.tablet.shard == s)
+            && type_filter.is_none_or(|ty| t.tablet_type() == ty)
+    });
+    tablets.sort_by_key(|t| t.alias());
+    // A PRIMARY whose term started before the newest PRIMARY of its shard is stale: show it
+    // as UNKNOWN, as vtctldclient does.
+    let mut newest: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for t in tablets
+        .iter()
+        .filter(|t| t.tablet_type() == TabletType::Primary)
+    {
+        let key = (t.tablet.keyspace.clone(), t.tablet.shard.clone());
+        let start = term_start(&t.tablet).unwrap_or(0);
+        let e = newest.entry(key).or_insert(start);
+        *e = (*e).max(start);
+    }
+    let shown = |t: &TabletInfo| {
+        let ty = t.tablet_type();
+        if ty == TabletType::Primary
+            && newest
+                .get(&(t.tablet.keyspace.clone(), t.tablet.shard.clone()))
+                .is_some_and(|n| term_start(&t.tablet).unwrap_or(0) < *n)
+        {
+            TabletType::Unknown
+        } else {
+            ty
+        }
+    };
+    match a.format.as_str() {
+        "awk" => {
+            for t in &tablets {
+                crate::out!("{}", awk_line(&t.tablet, shown(t)));
+            }
+        }
+        "json" => {
+            let list = tablets
+                .iter()
+                .map(|t| {
+                    let mut tablet = t.tablet.msg.clone();
+                    tablet.r#type = shown(t) as i32;
+                    msg(&tablet, compact)
+                })
+                .collect();
+            print(&Value::Array(list));
+        }
+        other => {
+            return Err(TopoError::invalid(format!(
+                "--format: unknown format {other:?} (use json or awk)"
+            )))
+        }
+    }
+    Ok(if failed_cells.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+async fn add_tablet(ts: &Server, a: AddTabletArgs) -> Result<()> {
+    let alias = parse_alias(&a.alias)?;
+    let tablet_type = parse_tablet_type(&a.tablet_type)?;
+    let mut tags = BTreeMap::new();
+    for tag in &a.tags {
+        let (k, v) = tag
+            .split_once('=')
+            .ok_or_else(|| TopoError::invalid(format!("--tag {tag:?}: expected key=value")))?;
+        tags.insert(k.to_string(), v.to_string());
+    }
+    let tablet = Tablet {
+        alias: Some(alias),
+        hostname: a.hostname.clone(),
+        mysql_hostname: a.hostname.clone(),
+        mysql_port: a.mysql_port,
+        port_map: BTreeMap::from([
+            ("vt".to_string(), a.port),
+            ("grpc".to_string(), a.grpc_port),
+        ]),
+        keyspace: a.keyspace.clone(),
+        shard: a.shard.clone(),
+        r#type: tablet_type as i32,
+        tags,
+        ..Default::default()
+    };
+    let alias = tablet.alias.clone().unwrap_or_default();
+    let shard_name = toposphere::names::validate_shard_name(&a.shard)?.0;
+    ts.init_tablet(
+        tablet,
+        a.allow_primary_override,
+        a.create_shard_and_keyspace,
+        a.allow_update,
+    )
+    .await?;
+    if tablet_type == TabletType::Primary {
+        make_shard_primary(ts, &a.keyspace, &shard_name, &alias).await?;
+    }
+    crate::out!(
+        "Added tablet {} ({} {}/{})",
+        a.alias,
+        tablet_type.as_str_name(),
+        a.keyspace,
+        a.shard
+    );
+    Ok(())
+}
+
+/// Records `alias` as its shard's primary with a new term, as a reparent would (vttablet
+/// does this when it becomes primary; `AddTablet` and the demo stand in for it).
+pub(crate) async fn make_shard_primary(
+    ts: &Server,
+    ks: &str,
+    shard: &str,
+    alias: &topo_proto::topodata::TabletAlias,
+) -> Result<()> {
+    ts.update_shard_fields(ks, shard, None, |si| {
+        si.shard.primary_alias = Some(alias.clone());
+        si.shard.primary_term_start_time = Some(toposphere::tablet::now_vttime());
+        Ok(())
+    })
+    .await
+    .map(|_| ())
+}
+
+pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<ExitCode> {
+    match command {
+        Command::GetTablet { alias } => {
+            let t = ts.get_tablet(&parse_alias(&alias)?).await?;
+            print(&msg(&t.tablet.msg, compact));
+        }
+        Command::GetTablets(a) => return get_tablets(ts, a, compact).await,
+        Command::DeleteTablets {
+            allow_primary,
+            aliases,
+        } => {
+            let parsed = aliases
+                .iter()
+                .map(|a| parse_alias(a))
+                .collect::<Result<Vec<_>>>()?;
+            for a in &parsed {
+                ts.delete_tablet_recursive(a, allow_primary).await?;
+            }
+            crate::out!("Successfully deleted {} tablets", parsed.len());
+        }
+        Command::AddTablet(a) => add_tablet(ts, a).await?,
+        Command::GetShardReplication {
+            shard: (ks, name),
+            cells,
+        } => {
+            let cells = if cells.is_empty() {
+                ts.get_cell_info_names().await?
+            } else {
+                cells
+            };
+            let mut by_cell = serde_json::Map::new();
+            for cell in cells {
+                match ts.get_shard_replication(&cell, &ks, &name).await {
+                    Ok(sr) => {
+                        by_cell.insert(cell, msg(&sr.value.msg, compact));
+                    }
+                    Err(e) if e.is_no_node() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            print(&object([(
+                "shard_replication_by_cell".to_string(),
+                Value::Object(by_cell),
+            )]));
+        }
+        Command::ShardReplicationAdd {
+            shard: (ks, name),
+            alias,
+        } => {
+            let a = parse_alias(&alias)?;
+            ts.update_shard_replication_record(&a.cell, &ks, &name, &a)
+                .await?;
+        }
+        Command::ShardReplicationRemove {
+            shard: (ks, name),
+            alias,
+        } => {
+            let a = parse_alias(&alias)?;
+            ts.remove_shard_replication_record(&a.cell, &ks, &name, &a)
+                .await?;
+        }
+        Command::ShardReplicationFix {
+            cell,
+            shard: (ks, name),
+        } => match ts.fix_shard_replication(&cell, &ks, &name).await? {
+            None => crate::out!("All nodes in the replication graph are valid."),
+            Some(e) => {
+                let kind = topo_proto::topodata::shard_replication_error::Type::try_from(e.r#type)
+                    .map(|t| t.as_str_name())
+                    .unwrap_or("UNKNOWN");
+                let alias = e
+                    .tablet_alias
+                    .as_ref()
+                    .map(alias_string)
+                    .unwrap_or_default();
+                crate::out!("{kind} has been fixed for {alias}.");
+            }
+        },
+        other => unreachable!("not a tablet command: {other:?}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
