@@ -8,6 +8,8 @@
 //! prints that the test is skipped and returns `false`, unless `TOPO_TEST_STRICT=1` is set
 //! (as CI sets it), in which case it panics so that a missing install cannot pass as green.
 
+pub mod etcd;
+
 use std::io;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

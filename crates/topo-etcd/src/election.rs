@@ -1,0 +1,173 @@
+//! Elections as Vitess's etcd2topo runs them: each participant holds a lock key under
+//! `elections/<name>/locks/` whose value is its id; the key with the lowest revision leads.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{GetOptions, SortOrder, SortTarget};
+use futures::StreamExt;
+use tokio::sync::{mpsc, Mutex};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_util::sync::CancellationToken;
+use topo_core::{Conn, LeaderParticipation, LockDescriptor, Result, TopoError, WatchStream};
+
+use crate::lock::{acquire_lock, EtcdLock, Kind};
+use crate::EtcdConn;
+
+/// How often a leader re-checks its lease and key when nothing changes.
+const CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// An election participant.
+#[derive(Debug)]
+pub(crate) struct EtcdElection {
+    conn: EtcdConn,
+    dir: String,
+    id: String,
+    stop: CancellationToken,
+    held: Mutex<Option<(EtcdLock, CancellationToken)>>,
+}
+
+impl EtcdElection {
+    pub(crate) fn new(conn: EtcdConn, name: &str, id: &str) -> Self {
+        EtcdElection {
+            conn,
+            dir: format!("elections/{name}"),
+            id: id.to_string(),
+            stop: CancellationToken::new(),
+            held: Mutex::new(None),
+        }
+    }
+}
+
+/// The id of the participant with the lowest revision, or `""`.
+async fn leader_id(conn: &EtcdConn, dir: &str) -> Result<String> {
+    let prefix = topo_core::path::dir_prefix(&conn.root, dir)?;
+    let opts = GetOptions::new()
+        .with_prefix()
+        .with_sort(SortTarget::Create, SortOrder::Ascend)
+        .with_limit(1);
+    let resp = conn
+        .call(&prefix, |mut c| {
+            let (prefix, opts) = (prefix.clone(), opts.clone());
+            async move { c.get(prefix, Some(opts)).await }
+        })
+        .await?;
+    Ok(resp
+        .kvs()
+        .first()
+        .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+        .unwrap_or_default())
+}
+
+#[async_trait]
+impl LeaderParticipation for EtcdElection {
+    async fn wait_for_leadership(&self) -> Result<CancellationToken> {
+        let mut held = self.held.lock().await;
+        if self.stop.is_cancelled() {
+            return Err(TopoError::Interrupted(self.dir.clone()));
+        }
+        if let Some((_, token)) = held.as_ref() {
+            return Ok(token.clone());
+        }
+        let lock = tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => return Err(TopoError::Interrupted(self.dir.clone())),
+            lock = acquire_lock(&self.conn, &self.dir, &self.id, self.conn.options.lease_ttl, Kind::Named) => lock?,
+        };
+        let lost = self.stop.child_token();
+        // Leadership ends when our key goes (lease expiry, someone deleting it).
+        let (conn, key, token) = (self.conn.clone(), lock.key().to_string(), lost.clone());
+        let rel = topo_core::path::strip_root(&conn.root, &key).unwrap_or_default();
+        let watch = conn.watch(&rel).await;
+        tokio::spawn(async move {
+            let Ok((_, mut changes)) = watch else {
+                token.cancel();
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    item = changes.next() => if !matches!(item, Some(Ok(_))) {
+                        token.cancel();
+                        return;
+                    },
+                }
+            }
+        });
+        let (lost_flag, token2) = (lost.clone(), lost.clone());
+        let state_probe = lock.fence();
+        let conn2 = self.conn.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = token2.cancelled() => return,
+                    _ = tokio::time::sleep(CHECK_INTERVAL) => {}
+                }
+                let rel =
+                    topo_core::path::strip_root(&conn2.root, state_probe.key()).unwrap_or_default();
+                if conn2.get(&rel).await.is_err_and(|e| e.is_no_node()) {
+                    lost_flag.cancel();
+                    return;
+                }
+            }
+        });
+        *held = Some((lock, lost.clone()));
+        Ok(lost)
+    }
+
+    async fn stop(&self) {
+        self.stop.cancel();
+        if let Some((lock, token)) = self.held.lock().await.take() {
+            if let Err(e) = Box::new(lock).unlock().await {
+                tracing::warn!(dir = %self.dir, "releasing leadership: {e}");
+            }
+            token.cancel();
+        }
+    }
+
+    async fn current_leader_id(&self) -> Result<String> {
+        leader_id(&self.conn, &self.dir).await
+    }
+
+    async fn wait_for_new_leader(&self) -> Result<WatchStream<String>> {
+        let (_, mut changes) = self.conn.watch_recursive(&self.dir).await?;
+        let first = leader_id(&self.conn, &self.dir).await?;
+        let (tx, rx) = mpsc::unbounded_channel::<Result<String>>();
+        let (conn, dir) = (self.conn.clone(), self.dir.clone());
+        tokio::spawn(async move {
+            let mut last = String::new();
+            let mut current = Ok(first);
+            loop {
+                match current {
+                    Ok(leader) if !leader.is_empty() && leader != last => {
+                        if tx.send(Ok(leader.clone())).is_err() {
+                            return;
+                        }
+                        last = leader;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+                tokio::select! {
+                    item = changes.next() => match item {
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                        None => return,
+                    },
+                    _ = tx.closed() => return,
+                }
+                current = leader_id(&conn, &dir).await;
+            }
+        });
+        Ok(WatchStream::new(
+            self.dir.clone(),
+            UnboundedReceiverStream::new(rx),
+        ))
+    }
+}

@@ -1,0 +1,49 @@
+//! The one place where etcd client errors become [`TopoError`]s.
+
+use topo_core::TopoError;
+
+/// Converts an etcd client error met while working on `path`.
+pub(crate) fn convert(err: etcd_client::Error, path: &str) -> TopoError {
+    use tonic::Code;
+    match &err {
+        etcd_client::Error::GRpcStatus(status) => match status.code() {
+            Code::NotFound => TopoError::NoNode(path.to_string()),
+            Code::Unavailable | Code::DeadlineExceeded => {
+                TopoError::Timeout(format!("{path}: {}", status.message()))
+            }
+            Code::ResourceExhausted => {
+                TopoError::ResourceExhausted(format!("{path}: {}", status.message()))
+            }
+            Code::Cancelled => TopoError::Interrupted(path.to_string()),
+            _ => TopoError::backend(crate::BACKEND, path.to_string(), err),
+        },
+        _ => TopoError::backend(crate::BACKEND, path.to_string(), err),
+    }
+}
+
+/// True for errors after which the same call may succeed on another endpoint.
+pub(crate) fn is_unavailable(err: &etcd_client::Error) -> bool {
+    match err {
+        etcd_client::Error::GRpcStatus(s) => s.code() == tonic::Code::Unavailable,
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_codes_map_to_kinds() {
+        let st = |c| etcd_client::Error::GRpcStatus(tonic::Status::new(c, "x"));
+        assert!(convert(st(tonic::Code::NotFound), "/k").is_no_node());
+        assert!(convert(st(tonic::Code::Unavailable), "/k").is(topo_core::ErrorKind::Timeout));
+        assert!(convert(st(tonic::Code::ResourceExhausted), "/k")
+            .is(topo_core::ErrorKind::ResourceExhausted));
+        assert!(convert(st(tonic::Code::Cancelled), "/k").is(topo_core::ErrorKind::Interrupted));
+        assert!(convert(st(tonic::Code::Internal), "/k").is(topo_core::ErrorKind::Backend));
+        assert!(is_unavailable(&st(tonic::Code::Unavailable)));
+        assert!(!is_unavailable(&st(tonic::Code::NotFound)));
+    }
+}

@@ -1,0 +1,302 @@
+//! Watches that survive reconnects and compactions.
+//!
+//! A watch starts right after the revision of its initial read. When the etcd watch
+//! stream breaks it is re-opened from the last revision seen; when that revision has been
+//! compacted away, the key (or prefix) is read again, its current state delivered, and the
+//! watch continues from the new read. Versions in events are ModRevisions, like `get`'s.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use etcd_client::{EventType, WatchOptions};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use topo_core::{RecursiveChange, Result, TopoError, Version, WatchData, WatchStream};
+
+use crate::EtcdConn;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What a watch delivers for one key change.
+enum Change {
+    Put(String, WatchData),
+    Delete(String),
+}
+
+/// Runs an etcd watch of `key` (a prefix when `prefix`) from `next_rev`, calling `deliver`
+/// for every change, until `deliver` says stop or the receiver is gone. On compaction,
+/// `resync` reads the current state and returns the revision to go on from.
+async fn run<D, R, RF>(
+    conn: EtcdConn,
+    key: String,
+    prefix: bool,
+    mut next_rev: i64,
+    mut deliver: D,
+    mut resync: R,
+) where
+    D: FnMut(Change) -> bool,
+    R: FnMut() -> RF,
+    RF: std::future::Future<Output = Option<i64>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let mut opts = WatchOptions::new().with_start_revision(next_rev);
+        if prefix {
+            opts = opts.with_prefix();
+        }
+        let mut client = conn.client.clone();
+        let mut stream = match client.watch(key.clone(), Some(opts)).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(key, "opening an etcd watch: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        while let Ok(Some(msg)) = stream.message().await {
+            backoff = Duration::from_millis(100);
+            if msg.compact_revision() > 0 {
+                tracing::info!(
+                    key,
+                    compacted = msg.compact_revision(),
+                    "watch revision compacted; re-reading"
+                );
+                match resync().await {
+                    Some(rev) => next_rev = rev,
+                    None => return,
+                }
+                break;
+            }
+            if msg.canceled() {
+                break;
+            }
+            for ev in msg.events() {
+                let Some(kv) = ev.kv() else { continue };
+                let k = String::from_utf8_lossy(kv.key()).into_owned();
+                next_rev = kv.mod_revision() + 1;
+                let change = match ev.event_type() {
+                    EventType::Put => Change::Put(
+                        k,
+                        WatchData {
+                            contents: kv.value().to_vec(),
+                            version: Version::new(kv.mod_revision()),
+                        },
+                    ),
+                    EventType::Delete => Change::Delete(k),
+                };
+                if !deliver(change) {
+                    return;
+                }
+            }
+        }
+        // The stream ended or broke: re-open it from the last revision seen.
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Watches one file.
+pub(crate) async fn watch_file(
+    conn: EtcdConn,
+    rel: &str,
+    key: String,
+) -> Result<(WatchData, WatchStream<WatchData>)> {
+    let resp = conn
+        .call(&key, |mut c| {
+            let key = key.clone();
+            async move { c.get(key, None).await }
+        })
+        .await?;
+    let Some(kv) = resp.kvs().first() else {
+        return Err(TopoError::NoNode(key));
+    };
+    let current = WatchData {
+        contents: kv.value().to_vec(),
+        version: Version::new(kv.mod_revision()),
+    };
+    let start = resp.header().map(|h| h.revision()).unwrap_or(0) + 1;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx2, conn2, key2) = (tx.clone(), conn.clone(), key.clone());
+    let task = run(
+        conn,
+        key.clone(),
+        false,
+        start,
+        move |change| match change {
+            Change::Put(_, d) => tx.send(Ok(d)).is_ok(),
+            Change::Delete(k) => {
+                let _ = tx.send(Err(TopoError::NoNode(k)));
+                false
+            }
+        },
+        move || {
+            let (tx, conn, key) = (tx2.clone(), conn2.clone(), key2.clone());
+            async move {
+                let read = conn
+                    .call(&key, |mut c| {
+                        let key = key.clone();
+                        async move { c.get(key, None).await }
+                    })
+                    .await;
+                match read {
+                    Ok(r) => {
+                        let rev = r.header().map(|h| h.revision()).unwrap_or(0) + 1;
+                        match r.kvs().first() {
+                            Some(kv) => tx
+                                .send(Ok(WatchData {
+                                    contents: kv.value().to_vec(),
+                                    version: Version::new(kv.mod_revision()),
+                                }))
+                                .ok()
+                                .map(|_| rev),
+                            None => {
+                                let _ = tx.send(Err(TopoError::NoNode(key)));
+                                None
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        None
+                    }
+                }
+            }
+        },
+    );
+    spawn_until_dropped(task, rx, rel).map(|s| (current, s))
+}
+
+/// Watches every file under a prefix.
+pub(crate) async fn watch_prefix(
+    conn: EtcdConn,
+    rel: &str,
+    prefix: String,
+) -> Result<(Vec<RecursiveChange>, WatchStream<RecursiveChange>)> {
+    let (items, revision) = conn.range(&prefix, false).await?;
+    let root = conn.root.clone();
+    let to_rel =
+        move |k: &str| topo_core::path::strip_root(&root, k).unwrap_or_else(|| k.to_string());
+    let initial: Vec<RecursiveChange> = items
+        .iter()
+        .map(|i| RecursiveChange {
+            path: to_rel(&i.key),
+            data: Some(WatchData {
+                contents: i.value.clone(),
+                version: Version::new(i.mod_revision),
+            }),
+        })
+        .collect();
+    // What the consumer has seen, to report deletions found by a re-read after compaction.
+    let known: BTreeMap<String, i64> = items
+        .iter()
+        .map(|i| (i.key.clone(), i.mod_revision))
+        .collect();
+    let known2 = std::sync::Arc::new(std::sync::Mutex::new(known));
+    let known3 = known2.clone();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx2, conn2, prefix2, to_rel2) = (tx.clone(), conn.clone(), prefix.clone(), to_rel.clone());
+    let task = run(
+        conn,
+        prefix.clone(),
+        true,
+        revision + 1,
+        move |change| {
+            let mut known = known2.lock().unwrap_or_else(|e| e.into_inner());
+            let item = match change {
+                Change::Put(k, d) => {
+                    known.insert(k.clone(), d.version.raw());
+                    RecursiveChange {
+                        path: to_rel(&k),
+                        data: Some(d),
+                    }
+                }
+                Change::Delete(k) => {
+                    known.remove(&k);
+                    RecursiveChange {
+                        path: to_rel(&k),
+                        data: None,
+                    }
+                }
+            };
+            tx.send(Ok(item)).is_ok()
+        },
+        move || {
+            let (tx, conn, prefix, to_rel, known) = (
+                tx2.clone(),
+                conn2.clone(),
+                prefix2.clone(),
+                to_rel2.clone(),
+                known3.clone(),
+            );
+            async move {
+                let (items, rev) = match conn.range(&prefix, false).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return None;
+                    }
+                };
+                let mut known = known.lock().unwrap_or_else(|e| e.into_inner());
+                let now: BTreeMap<String, i64> = items
+                    .iter()
+                    .map(|i| (i.key.clone(), i.mod_revision))
+                    .collect();
+                for gone in known.keys().filter(|k| !now.contains_key(*k)) {
+                    if tx
+                        .send(Ok(RecursiveChange {
+                            path: to_rel(gone),
+                            data: None,
+                        }))
+                        .is_err()
+                    {
+                        return None;
+                    }
+                }
+                for i in items {
+                    if known.get(&i.key) != Some(&i.mod_revision) {
+                        let change = RecursiveChange {
+                            path: to_rel(&i.key),
+                            data: Some(WatchData {
+                                contents: i.value,
+                                version: Version::new(i.mod_revision),
+                            }),
+                        };
+                        if tx.send(Ok(change)).is_err() {
+                            return None;
+                        }
+                    }
+                }
+                *known = now;
+                Some(rev + 1)
+            }
+        },
+    );
+    spawn_until_dropped(task, rx, rel).map(|s| (initial, s))
+}
+
+/// Runs `task` until it ends or the stream's receiver is dropped.
+fn spawn_until_dropped<T: Send + 'static>(
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+    rx: mpsc::UnboundedReceiver<Result<T>>,
+    rel: &str,
+) -> Result<WatchStream<T>> {
+    let handle = tokio::spawn(task);
+    let stream = UnboundedReceiverStream::new(rx);
+    // Dropping the stream aborts the task (and so closes the etcd watch).
+    let guard = AbortOnDrop(handle);
+    let s = futures::StreamExt::map(stream, move |item| {
+        let _keep = &guard;
+        item
+    });
+    Ok(WatchStream::new(rel, s))
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,195 @@
+//! Fault tests on real three-member clusters: members killed and paused while locks are
+//! held, and a watcher that falls behind a compaction.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use topo_core::{Conn, ConnExt};
+use topo_etcd::EtcdConn;
+use topo_testkit::etcd::EtcdCluster;
+
+use crate::options;
+
+fn cluster() -> Option<EtcdCluster> {
+    if !topo_testkit::require_binary("etcd", "etcd fault tests") {
+        return None;
+    }
+    Some(EtcdCluster::three().expect("start etcd cluster"))
+}
+
+/// (a) The leader dies while a lock is held and another client waits: there are never two
+/// holders (a shared flag and fencing tokens check it), and the waiter gets the lock once
+/// the holder releases it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_while_locked() {
+    let Some(mut cluster) = cluster() else { return };
+    let endpoints = cluster.endpoints();
+    let holder = EtcdConn::connect(&endpoints, "/fault-a", options())
+        .await
+        .unwrap();
+    let waiter = EtcdConn::connect(&endpoints, "/fault-a", options())
+        .await
+        .unwrap();
+    holder.create("/keyspaces/ks/Keyspace", b"").await.unwrap();
+    holder.create("/keyspaces/ks/counter", b"0").await.unwrap();
+    let held = Arc::new(AtomicBool::new(false));
+    let guard = holder.lock("/keyspaces/ks", "holder").await.unwrap();
+    held.store(true, Ordering::SeqCst);
+    let first_token = guard.fencing_token();
+    let w = {
+        let held = held.clone();
+        tokio::spawn(async move {
+            let g = waiter
+                .lock_timeout("/keyspaces/ks", "waiter", Duration::from_secs(30))
+                .await
+                .unwrap();
+            assert!(!held.load(Ordering::SeqCst), "two holders at once");
+            let (v, ver) = waiter.get("/keyspaces/ks/counter").await.unwrap();
+            assert_eq!(v, b"1", "the holder's write is there");
+            waiter
+                .update_fenced(&g.fence(), "/keyspaces/ks/counter", b"2", Some(&ver))
+                .await
+                .unwrap();
+            let token = g.fencing_token();
+            g.unlock().await.unwrap();
+            token
+        })
+    };
+    let leader = cluster.leader().expect("a leader");
+    cluster.member_mut(leader).kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The holder keeps its lock through the election and can still write under it.
+    guard
+        .check()
+        .await
+        .expect("the lock survives the leader's death");
+    let (_, ver) = holder.get("/keyspaces/ks/counter").await.unwrap();
+    holder
+        .update_fenced(&guard.fence(), "/keyspaces/ks/counter", b"1", Some(&ver))
+        .await
+        .unwrap();
+    held.store(false, Ordering::SeqCst);
+    guard.unlock().await.unwrap();
+    let second_token = tokio::time::timeout(Duration::from_secs(40), w)
+        .await
+        .expect("waiter done")
+        .unwrap();
+    assert!(
+        second_token > first_token,
+        "{second_token} after {first_token}"
+    );
+    assert_eq!(holder.get("/keyspaces/ks/counter").await.unwrap().0, b"2");
+}
+
+/// (b) The member a holder talks to is paused past the lease TTL: the holder's `check()`
+/// reports the loss, and a client of another member takes the lock with a larger token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_member_loses_the_lock() {
+    let Some(cluster) = cluster() else { return };
+    let members = cluster.members();
+    let holder = EtcdConn::connect(&members[0].client_addr(), "/fault-b", options())
+        .await
+        .unwrap();
+    let other = EtcdConn::connect(
+        &format!("{},{}", members[1].client_addr(), members[2].client_addr()),
+        "/fault-b",
+        options(),
+    )
+    .await
+    .unwrap();
+    holder.create("/keyspaces/ks/Keyspace", b"").await.unwrap();
+    let guard = holder
+        .lock_with_ttl("/keyspaces/ks", "holder", Duration::from_secs(2))
+        .await
+        .unwrap();
+    let fence = guard.fence();
+    members[0].pause().unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let check = tokio::time::timeout(Duration::from_secs(15), guard.check())
+        .await
+        .expect("check answers");
+    assert!(check.unwrap_err().is(topo_core::ErrorKind::LockLost));
+    let next = other
+        .lock_timeout("/keyspaces/ks", "next", Duration::from_secs(30))
+        .await
+        .expect("lock after expiry");
+    assert!(next.fencing_token() > fence.token());
+    // The old holder's fenced writes are refused.
+    members[0].resume().unwrap();
+    let refused = other
+        .update_fenced(&fence, "/keyspaces/ks/Keyspace", b"stale", None)
+        .await
+        .unwrap_err();
+    assert!(refused.is(topo_core::ErrorKind::LockLost), "{refused}");
+    next.unlock().await.unwrap();
+    drop(guard);
+}
+
+/// (c) A watcher cut off from the cluster while the history it needs is compacted away
+/// converges to the final value once it reconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_converges_after_compaction() {
+    let Some(mut cluster) = cluster() else { return };
+    let members = cluster.members();
+    let watcher = EtcdConn::connect(&members[0].client_addr(), "/fault-c", options())
+        .await
+        .unwrap();
+    let writer_addr = format!("{},{}", members[1].client_addr(), members[2].client_addr());
+    let writer = EtcdConn::connect(&writer_addr, "/fault-c", options())
+        .await
+        .unwrap();
+    writer.create("/SrvVSchema", b"v0").await.unwrap();
+    let (_, mut changes) = watcher.watch("/SrvVSchema").await.unwrap();
+    cluster.member_mut(0).kill();
+    let mut last = None;
+    for i in 1..=20 {
+        last = Some(
+            writer
+                .update("/SrvVSchema", format!("v{i}").as_bytes(), None)
+                .await
+                .unwrap(),
+        );
+    }
+    let mut raw = etcd_client::Client::connect(writer_addr.split(',').collect::<Vec<_>>(), None)
+        .await
+        .unwrap();
+    raw.compact(
+        last.unwrap().raw(),
+        Some(etcd_client::CompactionOptions::new().with_physical()),
+    )
+    .await
+    .unwrap();
+    cluster.member_mut(0).restart().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let item = tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut changes))
+            .await
+            .expect("the watch converges in time");
+        match item {
+            Some(Ok(d)) if d.contents == b"v20" => break,
+            Some(Ok(_)) => continue,
+            other => panic!("watch ended: {other:?}"),
+        }
+    }
+}
+
+/// A killed member makes no later call fail: calls move to the live endpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_member_does_not_fail_calls() {
+    let Some(mut cluster) = cluster() else { return };
+    let conn = EtcdConn::connect(&cluster.endpoints(), "/fault-d", options())
+        .await
+        .unwrap();
+    conn.create("/k", b"0").await.unwrap();
+    cluster.member_mut(2).kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for i in 0..60 {
+        conn.update("/k", i.to_string().as_bytes(), None)
+            .await
+            .unwrap_or_else(|e| panic!("call {i} failed: {e}"));
+        conn.get("/k")
+            .await
+            .unwrap_or_else(|e| panic!("read {i} failed: {e}"));
+    }
+}

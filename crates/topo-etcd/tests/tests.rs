@@ -1,0 +1,198 @@
+//! The etcd backend against real etcd: both suites on one member and on three, fault
+//! tests, TLS, and lock compatibility with Vitess's layout.
+
+mod faults;
+mod tls;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use topo_core::conformance::ConnFactory;
+use topo_core::{Conn, Factory, Result};
+use topo_etcd::{EtcdConn, EtcdFactory, EtcdOptions};
+use topo_testkit::etcd::EtcdCluster;
+use toposphere::suite::SuiteBackend;
+
+/// A server shared by every test of this binary that needs one (each test uses its own
+/// root), started on first use; `None` when etcd is missing and skipping is allowed.
+fn shared(three: bool) -> Option<String> {
+    static ONE: OnceLock<Option<EtcdCluster>> = OnceLock::new();
+    static THREE: OnceLock<Option<EtcdCluster>> = OnceLock::new();
+    let cell = if three { &THREE } else { &ONE };
+    cell.get_or_init(|| {
+        if !topo_testkit::require_binary("etcd", "etcd backend tests") {
+            return None;
+        }
+        let c = if three {
+            EtcdCluster::three()
+        } else {
+            EtcdCluster::single()
+        };
+        Some(c.unwrap_or_else(|e| panic!("starting etcd: {e}")))
+    })
+    .as_ref()
+    .map(EtcdCluster::endpoints)
+}
+
+/// Test settings: locks with a short default lease so expiry tests stay quick.
+pub(crate) fn options() -> EtcdOptions {
+    EtcdOptions {
+        remote_operation_timeout: Duration::from_secs(10),
+        ..Default::default()
+    }
+}
+
+struct Suite {
+    endpoints: String,
+}
+
+#[async_trait]
+impl ConnFactory for Suite {
+    async fn open(&self, root: &str) -> Result<Arc<dyn Conn>> {
+        Ok(Arc::new(
+            EtcdConn::connect(&self.endpoints, root, options()).await?,
+        ))
+    }
+}
+
+struct Backend {
+    endpoints: String,
+    factory: Arc<EtcdFactory>,
+}
+
+impl SuiteBackend for Backend {
+    fn factory(&self) -> Arc<dyn Factory> {
+        self.factory.clone()
+    }
+    fn address(&self) -> String {
+        self.endpoints.clone()
+    }
+}
+
+async fn one() -> Option<Suite> {
+    shared(false).map(|endpoints| Suite { endpoints })
+}
+
+async fn three() -> Option<Suite> {
+    shared(true).map(|endpoints| Suite { endpoints })
+}
+
+async fn one_backend() -> Option<Backend> {
+    shared(false).map(|endpoints| Backend {
+        endpoints,
+        factory: Arc::new(EtcdFactory::new(options())),
+    })
+}
+
+async fn three_backend() -> Option<Backend> {
+    shared(true).map(|endpoints| Backend {
+        endpoints,
+        factory: Arc::new(EtcdFactory::new(options())),
+    })
+}
+
+mod etcd {
+    topo_core::conformance_tests!(etcd, crate::one);
+    toposphere::typed_suite!(etcd, crate::one_backend);
+}
+
+mod etcd_cluster {
+    topo_core::conformance_tests!(etcd_cluster, crate::three);
+    toposphere::typed_suite!(etcd_cluster, crate::three_backend);
+}
+
+/// A lock taken the way Vitess takes it (a lease-bound key under `<dir>/locks/`) blocks
+/// ours, and ours blocks the next one queued the Vitess way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vitess_lock_layout_excludes_both_ways() {
+    let Some(endpoints) = shared(false) else {
+        return;
+    };
+    let root = topo_core::conformance::fresh_root("vitess_compat");
+    let conn = EtcdConn::connect(&endpoints, &root, options())
+        .await
+        .unwrap();
+    conn.create("/keyspaces/ks/Keyspace", b"").await.unwrap();
+    let mut raw = etcd_client::Client::connect([endpoints.split(',').next().unwrap()], None)
+        .await
+        .unwrap();
+    let lease = raw.lease_grant(30, None).await.unwrap().id();
+    let vitess_key = format!("{root}/keyspaces/ks/locks/{lease}");
+    raw.put(
+        vitess_key.as_str(),
+        "vitess holds it",
+        Some(etcd_client::PutOptions::new().with_lease(lease)),
+    )
+    .await
+    .unwrap();
+    let err = conn.try_lock("/keyspaces/ks", "ours").await.unwrap_err();
+    assert!(err.is(topo_core::ErrorKind::NodeExists), "{err}");
+    let blocked = tokio::time::timeout(
+        Duration::from_millis(500),
+        conn.lock("/keyspaces/ks", "ours"),
+    )
+    .await;
+    assert!(blocked.is_err(), "our lock must wait for Vitess's");
+    raw.lease_revoke(lease).await.unwrap();
+    let ours = tokio::time::timeout(Duration::from_secs(10), conn.lock("/keyspaces/ks", "ours"))
+        .await
+        .expect("ours after Vitess released")
+        .unwrap();
+    // A Vitess locker queues behind us: the key with the highest revision below its own is ours.
+    let lease2 = raw.lease_grant(30, None).await.unwrap().id();
+    let resp = raw
+        .put(
+            format!("{root}/keyspaces/ks/locks/{lease2}"),
+            "vitess waits",
+            Some(etcd_client::PutOptions::new().with_lease(lease2)),
+        )
+        .await
+        .unwrap();
+    let rev = resp.header().unwrap().revision();
+    let before = raw
+        .get(
+            format!("{root}/keyspaces/ks/locks/"),
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_max_mod_revision(rev - 1)
+                    .with_sort(
+                        etcd_client::SortTarget::Mod,
+                        etcd_client::SortOrder::Descend,
+                    )
+                    .with_limit(1),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(before.kvs().len(), 1, "Vitess sees our key ahead of it");
+    assert_eq!(
+        before.kvs()[0].create_revision() as u64,
+        ours.fencing_token()
+    );
+    assert_eq!(String::from_utf8_lossy(before.kvs()[0].value()), "ours");
+    ours.unlock().await.unwrap();
+    raw.lease_revoke(lease2).await.unwrap();
+}
+
+/// Prefix reads come back whole even when they are larger than one page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_lists_are_paged() {
+    let Some(endpoints) = shared(false) else {
+        return;
+    };
+    let root = topo_core::conformance::fresh_root("paging");
+    let conn = EtcdConn::connect(&endpoints, &root, options())
+        .await
+        .unwrap();
+    let value = vec![b'x'; 4096];
+    for i in 0..1500 {
+        conn.create(&format!("/tablets/zone1-{i:010}/Tablet"), &value)
+            .await
+            .unwrap();
+    }
+    let all = conn.list("/tablets/").await.unwrap();
+    assert_eq!(all.len(), 1500);
+    assert_eq!(conn.list_dir("/tablets", false).await.unwrap().len(), 1500);
+}
