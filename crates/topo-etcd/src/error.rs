@@ -21,10 +21,14 @@ pub(crate) fn convert(err: etcd_client::Error, path: &str) -> TopoError {
     }
 }
 
-/// True for errors after which the same call may succeed on another endpoint.
+/// True for errors after which the same call may succeed on another endpoint: the member
+/// is unavailable, or the connection to it broke (tonic reports that as `Unknown` with a
+/// transport-error source).
 pub(crate) fn is_unavailable(err: &etcd_client::Error) -> bool {
     match err {
-        etcd_client::Error::GRpcStatus(s) => s.code() == tonic::Code::Unavailable,
+        etcd_client::Error::GRpcStatus(s) => {
+            s.code() == tonic::Code::Unavailable || (s.code() == tonic::Code::Unknown && s.message() == "transport error")
+        }
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         _ => false,
     }
@@ -45,5 +49,7 @@ mod tests {
         assert!(convert(st(tonic::Code::Internal), "/k").is(topo_core::ErrorKind::Backend));
         assert!(is_unavailable(&st(tonic::Code::Unavailable)));
         assert!(!is_unavailable(&st(tonic::Code::NotFound)));
+        let broken = etcd_client::Error::GRpcStatus(tonic::Status::unknown("transport error"));
+        assert!(is_unavailable(&broken));
     }
 }

@@ -239,8 +239,10 @@ impl EtcdConn {
     }
 
     /// Runs `op` on the client under the remote-operation timeout, retrying on another
-    /// endpoint while endpoints are unavailable (a refused connection sent nothing, so even
-    /// a conditional write is safe to repeat).
+    /// endpoint while endpoints are unavailable. A refused connection sent nothing, so a
+    /// retry is safe; after a connection broke mid-call a conditional write that did apply
+    /// can come back as a conflict (`BadVersion` / `NodeExists`), never as a silent double
+    /// write.
     pub(crate) async fn call<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
     where
         F: FnMut(Client) -> Fut,
