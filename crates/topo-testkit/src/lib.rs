@@ -9,6 +9,7 @@
 //! (as CI sets it), in which case it panics so that a missing install cannot pass as green.
 
 pub mod etcd;
+pub mod zk;
 
 use std::io;
 use std::net::TcpListener;

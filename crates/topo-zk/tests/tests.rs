@@ -1,0 +1,195 @@
+//! The ZooKeeper backend against real ZooKeeper: both suites standalone and on a
+//! three-node ensemble reached as `a,b|c` (observer path), fault tests, ACLs, and lock
+//! compatibility with Vitess's layout.
+
+mod faults;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use topo_core::conformance::ConnFactory;
+use topo_core::{Conn, Factory, Result};
+use topo_testkit::zk::ZkCluster;
+use topo_zk::{ZkConn, ZkFactory, ZkOptions};
+use toposphere::suite::SuiteBackend;
+
+/// Servers shared by the tests of this binary (each test uses its own root).
+fn shared(ensemble: bool) -> Option<String> {
+    static ONE: OnceLock<Option<ZkCluster>> = OnceLock::new();
+    static THREE: OnceLock<Option<ZkCluster>> = OnceLock::new();
+    let cell = if ensemble { &THREE } else { &ONE };
+    cell.get_or_init(|| {
+        if !topo_testkit::zk::require() {
+            return None;
+        }
+        let c = if ensemble {
+            ZkCluster::ensemble()
+        } else {
+            ZkCluster::standalone()
+        };
+        Some(c.unwrap_or_else(|e| panic!("starting ZooKeeper: {e}")))
+    })
+    .as_ref()
+    .map(|c| {
+        let n = c.nodes();
+        if ensemble {
+            // Two servers for the global connection, the third for the read-only one.
+            format!("{},{}|{}", n[0].addr(), n[1].addr(), n[2].addr())
+        } else {
+            c.addrs()
+        }
+    })
+}
+
+pub(crate) fn options() -> ZkOptions {
+    ZkOptions {
+        session_timeout: Duration::from_secs(10),
+        remote_operation_timeout: Duration::from_secs(10),
+        ..Default::default()
+    }
+}
+
+struct Suite {
+    addr: String,
+}
+
+#[async_trait]
+impl ConnFactory for Suite {
+    async fn open(&self, root: &str) -> Result<Arc<dyn Conn>> {
+        let main = topo_zk::split_observers(&self.addr).0;
+        Ok(Arc::new(ZkConn::connect(main, root, options()).await?))
+    }
+}
+
+struct Backend {
+    addr: String,
+    factory: Arc<ZkFactory>,
+}
+
+impl SuiteBackend for Backend {
+    fn factory(&self) -> Arc<dyn Factory> {
+        self.factory.clone()
+    }
+    fn address(&self) -> String {
+        self.addr.clone()
+    }
+}
+
+async fn one() -> Option<Suite> {
+    shared(false).map(|addr| Suite { addr })
+}
+
+async fn three() -> Option<Suite> {
+    shared(true).map(|addr| Suite { addr })
+}
+
+async fn one_backend() -> Option<Backend> {
+    shared(false).map(|addr| Backend {
+        addr,
+        factory: Arc::new(ZkFactory::new(options())),
+    })
+}
+
+async fn three_backend() -> Option<Backend> {
+    shared(true).map(|addr| Backend {
+        addr,
+        factory: Arc::new(ZkFactory::new(options())),
+    })
+}
+
+mod zk {
+    topo_core::conformance_tests!(zk, crate::one);
+    toposphere::typed_suite!(zk, crate::one_backend);
+}
+
+mod zk_ensemble {
+    topo_core::conformance_tests!(zk_ensemble, crate::three);
+    toposphere::typed_suite!(zk_ensemble, crate::three_backend);
+}
+
+/// The read-only global connection of `a,b|c` goes to the third server and sees the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observers_serve_the_read_only_global_conn() {
+    let Some(addr) = shared(true) else { return };
+    let root = topo_core::conformance::fresh_root("observers");
+    let ts = toposphere::Server::open_with_factory(
+        Arc::new(ZkFactory::new(options())),
+        &addr,
+        &root,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    assert!(!Arc::ptr_eq(ts.global(), ts.global_read_only()));
+    ts.global()
+        .create("/cells/zone1/CellInfo", b"")
+        .await
+        .unwrap();
+    // Observers and followers may lag: the read-only side converges.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ts
+        .global_read_only()
+        .get("/cells/zone1/CellInfo")
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the read-only connection never saw the write"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A lock node created the Vitess way (ephemeral sequential under `<dir>/locks/`) blocks
+/// ours, and ours comes next once it goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vitess_lock_layout_excludes_both_ways() {
+    let Some(addr) = shared(false) else { return };
+    let root = topo_core::conformance::fresh_root("vitess_compat");
+    let conn = ZkConn::connect(&addr, &root, options()).await.unwrap();
+    conn.create("/keyspaces/ks/Keyspace", b"").await.unwrap();
+    let raw = zookeeper_client::Client::connect(&addr).await.unwrap();
+    // Vitess makes the parents it needs, then its ephemeral sequential node.
+    let dir_opts =
+        zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
+    raw.mkdir(&format!("{root}/keyspaces/ks/locks"), &dir_opts)
+        .await
+        .unwrap();
+    let (_, seq) = raw
+        .create(
+            &format!("{root}/keyspaces/ks/locks/"),
+            b"vitess holds it",
+            &zookeeper_client::CreateMode::EphemeralSequential
+                .with_acls(zookeeper_client::Acls::anyone_all()),
+        )
+        .await
+        .unwrap();
+    let err = conn.try_lock("/keyspaces/ks", "ours").await.unwrap_err();
+    assert!(err.is(topo_core::ErrorKind::NodeExists), "{err}");
+    let blocked = tokio::time::timeout(
+        Duration::from_millis(500),
+        conn.lock("/keyspaces/ks", "ours"),
+    )
+    .await;
+    assert!(blocked.is_err(), "our lock must wait for Vitess's");
+    raw.delete(&format!("{root}/keyspaces/ks/locks/{seq}"), None)
+        .await
+        .unwrap();
+    let ours = tokio::time::timeout(Duration::from_secs(10), conn.lock("/keyspaces/ks", "ours"))
+        .await
+        .unwrap()
+        .unwrap();
+    let children = raw
+        .list_children(&format!("{root}/keyspaces/ks/locks"))
+        .await
+        .unwrap();
+    assert_eq!(children.len(), 1);
+    assert_eq!(
+        children[0].len(),
+        10,
+        "sequence names are ten digits, as Vitess expects"
+    );
+    ours.unlock().await.unwrap();
+}
