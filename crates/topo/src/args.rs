@@ -103,6 +103,58 @@ pub(crate) struct GlobalArgs {
         global = true
     )]
     pub(crate) read_concurrency: usize,
+    /// etcd: lease TTL of locks and elections, in seconds.
+    #[arg(
+        id = "g_etcd_lease_ttl",
+        long = "topo-etcd-lease-ttl",
+        alias = "topo_etcd_lease_ttl",
+        default_value_t = 30,
+        global = true
+    )]
+    pub(crate) etcd_lease_ttl: u64,
+    /// etcd: CA certificate to verify the server (alone: server-authenticated TLS).
+    #[arg(
+        id = "g_etcd_tls_ca",
+        long = "topo-etcd-tls-ca",
+        alias = "topo_etcd_tls_ca",
+        global = true
+    )]
+    pub(crate) etcd_tls_ca: Option<PathBuf>,
+    /// etcd: client certificate for mutual TLS (with --topo-etcd-tls-key).
+    #[arg(
+        id = "g_etcd_tls_cert",
+        long = "topo-etcd-tls-cert",
+        alias = "topo_etcd_tls_cert",
+        global = true
+    )]
+    pub(crate) etcd_tls_cert: Option<PathBuf>,
+    /// etcd: client key for mutual TLS (with --topo-etcd-tls-cert).
+    #[arg(
+        id = "g_etcd_tls_key",
+        long = "topo-etcd-tls-key",
+        alias = "topo_etcd_tls_key",
+        global = true
+    )]
+    pub(crate) etcd_tls_key: Option<PathBuf>,
+    /// ZooKeeper: session timeout.
+    #[arg(id = "g_zk_base_timeout", long = "topo-zk-base-timeout", alias = "topo_zk_base_timeout", default_value = "30s", value_parser = parse_duration, global = true)]
+    pub(crate) zk_base_timeout: Duration,
+    /// ZooKeeper: file holding `<scheme>:<auth>` (e.g. `digest:user:password`).
+    #[arg(
+        id = "g_zk_auth_file",
+        long = "topo-zk-auth-file",
+        alias = "topo_zk_auth_file",
+        global = true
+    )]
+    pub(crate) zk_auth_file: Option<PathBuf>,
+    /// ZooKeeper: create nodes readable only with the auth file's credentials.
+    #[arg(
+        id = "g_zk_acl",
+        long = "topo-zk-acl",
+        alias = "topo_zk_acl",
+        global = true
+    )]
+    pub(crate) zk_acl: bool,
 }
 
 /// A keyspace/shard argument.

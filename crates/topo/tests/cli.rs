@@ -572,7 +572,7 @@ fn errors_are_clear_and_write_nothing() {
     env.fails(&["GetTablet", "nocell"], "invalid tablet alias");
     env.fails(
         &["--topo-implementation", "nope", "GetKeyspaces"],
-        "compiled in: local, memory",
+        "compiled in: etcd2, local, memory, zk2",
     );
     env.fails(&["GetShard", "ks"], "expected <keyspace>/<shard>");
     assert_eq!(env.ok(&["TopoLs", "-R", "/"]), "", "nothing was written");

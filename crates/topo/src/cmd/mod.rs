@@ -14,15 +14,33 @@ use std::sync::Arc;
 
 use clap::CommandFactory;
 use topo_core::{Result, TopoError};
+use topo_etcd::{EtcdFactory, EtcdOptions, TlsFiles};
 use topo_local::{LocalFactory, LocalOptions};
+use topo_zk::{ZkFactory, ZkOptions};
 use toposphere::{Registry, Server, ServerConfig};
 
 use crate::args::{Cli, Command, GlobalArgs};
 
-/// The backends this binary was built with.
-pub(crate) fn registry() -> Registry {
+/// The backends this binary was built with, configured from the flags.
+pub(crate) fn registry(g: &GlobalArgs) -> Registry {
     let mut r = Registry::with_memory();
     r.register(Arc::new(LocalFactory::new(LocalOptions::default())));
+    r.register(Arc::new(EtcdFactory::new(EtcdOptions {
+        lease_ttl: std::time::Duration::from_secs(g.etcd_lease_ttl.max(1)),
+        remote_operation_timeout: g.remote_operation_timeout,
+        tls: TlsFiles {
+            ca: g.etcd_tls_ca.clone(),
+            cert: g.etcd_tls_cert.clone(),
+            key: g.etcd_tls_key.clone(),
+        },
+        ..Default::default()
+    })));
+    r.register(Arc::new(ZkFactory::new(ZkOptions {
+        session_timeout: g.zk_base_timeout,
+        remote_operation_timeout: g.remote_operation_timeout,
+        auth_file: g.zk_auth_file.clone(),
+        restrictive_acl: g.zk_acl,
+    })));
     r
 }
 
@@ -38,7 +56,7 @@ pub(crate) async fn open(
         remote_operation_timeout: global.remote_operation_timeout,
         read_concurrency: global.read_concurrency,
     };
-    Server::open(&registry(), implementation, address, root, config)
+    Server::open(&registry(global), implementation, address, root, config)
         .await
         .map_err(|e| match e {
             TopoError::NoImplementation(m) => {
