@@ -105,6 +105,11 @@ pub trait ConnHook: Send + Sync + fmt::Debug + 'static {
 
     /// Called after the call with its error, if any.
     fn after(&self, op: Op, permit: Self::Permit, error: Option<&TopoError>);
+
+    /// A bound on the call's duration, after which it fails with `Timeout`.
+    fn deadline(&self, _op: Op) -> Option<Duration> {
+        None
+    }
 }
 
 /// A [`Conn`] that forwards every call to `inner` between the hook's `before` and `after`.
@@ -129,13 +134,23 @@ impl<H: ConnHook> HookedConn<H> {
     pub fn inner(&self) -> &Arc<dyn Conn> {
         &self.inner
     }
+
+    fn hook_mut(&mut self) -> &mut H {
+        &mut self.hook
+    }
 }
 
 /// One forwarded call: `before`, the inner call, `after`.
 macro_rules! hooked {
     ($self:ident, $op:expr, $path:expr, $call:expr) => {{
         let permit = $self.hook.before($op, $path).await?;
-        let result = $call.await;
+        let result = match $self.hook.deadline($op) {
+            Some(limit) => match tokio::time::timeout(limit, $call).await {
+                Ok(r) => r,
+                Err(_) => Err(TopoError::Timeout(format!("{} {}", $op, $path))),
+            },
+            None => $call.await,
+        };
         $self.hook.after($op, permit, result.as_ref().err());
         result
     }};
@@ -323,6 +338,7 @@ pub struct Stats {
     stats: Arc<TopoStats>,
     reads: Arc<Semaphore>,
     read_only: AtomicBool,
+    deadline: Option<Duration>,
 }
 
 impl Stats {
@@ -364,6 +380,14 @@ impl ConnHook for Stats {
         Ok((start, start.elapsed(), permit))
     }
 
+    fn deadline(&self, op: Op) -> Option<Duration> {
+        // Waiting is what locks and elections do; everything else is one remote operation.
+        match op {
+            Op::Lock | Op::TryLock | Op::NewLeaderParticipation => None,
+            _ => self.deadline,
+        }
+    }
+
     fn after(&self, op: Op, permit: Self::Permit, error: Option<&TopoError>) {
         let (start, wait, _permit) = permit;
         self.stats
@@ -396,8 +420,17 @@ impl StatsConn {
                 stats,
                 reads,
                 read_only: AtomicBool::new(read_only),
+                deadline: None,
             },
         )
+    }
+
+    /// Bounds every call but lock acquisitions and elections by `limit` (Vitess's
+    /// `--remote-operation-timeout`): a cell that stops answering fails calls with
+    /// `Timeout` instead of hanging them.
+    pub fn with_deadline(mut self, limit: Duration) -> Self {
+        self.hook_mut().deadline = Some(limit);
+        self
     }
 
     /// A read semaphore of `limit` permits (at least one).

@@ -138,24 +138,19 @@ impl Server {
         let stats = TopoStats::new();
         let reads = StatsConn::read_limit(config.read_concurrency);
         let raw = factory.create(GLOBAL_CELL, server_address, root).await?;
-        let global: Arc<dyn Conn> = Arc::new(StatsConn::with_stats(
-            raw,
-            GLOBAL_CELL,
-            stats.clone(),
-            reads.clone(),
-            false,
-        ));
+        let limit = config.remote_operation_timeout;
+        let global: Arc<dyn Conn> = Arc::new(
+            StatsConn::with_stats(raw, GLOBAL_CELL, stats.clone(), reads.clone(), false)
+                .with_deadline(limit),
+        );
         let global_read_only = if factory.has_global_read_only_cell(server_address, root) {
             let raw = factory
                 .create(GLOBAL_READ_ONLY_CELL, server_address, root)
                 .await?;
-            Arc::new(StatsConn::with_stats(
-                raw,
-                GLOBAL_READ_ONLY_CELL,
-                stats.clone(),
-                reads,
-                false,
-            )) as Arc<dyn Conn>
+            Arc::new(
+                StatsConn::with_stats(raw, GLOBAL_READ_ONLY_CELL, stats.clone(), reads, false)
+                    .with_deadline(limit),
+            ) as Arc<dyn Conn>
         } else {
             global.clone()
         };
@@ -221,13 +216,16 @@ impl Server {
                 TopoError::NoNode(m) => TopoError::NoNode(format!("cell {cell}: {m}")),
                 other => other,
             })?;
-        let conn: Arc<dyn Conn> = Arc::new(StatsConn::with_stats(
-            raw,
-            cell,
-            self.inner.stats.clone(),
-            Arc::new(Semaphore::new(self.inner.config.read_concurrency.max(1))),
-            false,
-        ));
+        let conn: Arc<dyn Conn> = Arc::new(
+            StatsConn::with_stats(
+                raw,
+                cell,
+                self.inner.stats.clone(),
+                Arc::new(Semaphore::new(self.inner.config.read_concurrency.max(1))),
+                false,
+            )
+            .with_deadline(self.inner.config.remote_operation_timeout),
+        );
         let stale = {
             let mut cells = self.inner.cells.lock().unwrap_or_else(|e| e.into_inner());
             // Another task may have connected meanwhile; keep the first connection.
