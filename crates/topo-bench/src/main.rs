@@ -36,12 +36,18 @@ where
     }
     samples.sort();
     let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e6;
-    Stats { p50: at(0.5), p99: at(0.99) }
+    Stats {
+        p50: at(0.5),
+        p99: at(0.99),
+    }
 }
 
 fn header(title: &str) {
     println!("\n{title}");
-    println!("{:<28} {:>12} {:>12} {:>12} {:>12} {:>8}", "operation", "topo p50 µs", "raw p50 µs", "topo p99 µs", "raw p99 µs", "ratio");
+    println!(
+        "{:<28} {:>12} {:>12} {:>12} {:>12} {:>8}",
+        "operation", "topo p50 µs", "raw p50 µs", "topo p99 µs", "raw p99 µs", "ratio"
+    );
 }
 
 fn row(name: &str, topo: &Stats, raw: &Stats) {
@@ -56,7 +62,10 @@ fn row(name: &str, topo: &Stats, raw: &Stats) {
 }
 
 fn single(name: &str, s: &Stats) {
-    println!("{name:<28} {:>12.1} {:>12} {:>12.1} {:>12} {:>8}", s.p50, "-", s.p99, "-", "-");
+    println!(
+        "{name:<28} {:>12.1} {:>12} {:>12.1} {:>12} {:>8}",
+        s.p50, "-", s.p99, "-", "-"
+    );
 }
 
 async fn etcd(n: usize) {
@@ -66,30 +75,52 @@ async fn etcd(n: usize) {
     }
     let server = topo_testkit::etcd::EtcdCluster::single().expect("start etcd");
     let ep = server.endpoints();
-    let conn = EtcdConn::connect(&ep, "/bench", EtcdOptions::default()).await.expect("connect");
-    let mut raw = etcd_client::Client::connect([ep.as_str()], None).await.expect("raw connect");
-    conn.create("/keyspaces/ks/Keyspace", b"").await.expect("seed");
+    let conn = EtcdConn::connect(&ep, "/bench", EtcdOptions::default())
+        .await
+        .expect("connect");
+    let mut raw = etcd_client::Client::connect([ep.as_str()], None)
+        .await
+        .expect("raw connect");
+    conn.create("/keyspaces/ks/Keyspace", b"")
+        .await
+        .expect("seed");
     let value = vec![7u8; 200];
     conn.update("/get", &value, None).await.expect("seed");
     header(&format!("etcd 3.4 (one member, loopback, n = {n})"));
-    let t = measure(n, |_| async { conn.get("/get").await.expect("get"); }).await;
+    let t = measure(n, |_| async {
+        conn.get("/get").await.expect("get");
+    })
+    .await;
     let r = measure(n, |_| {
         let mut raw = raw.clone();
-        async move { raw.get("/bench/get", None).await.expect("raw get"); }
+        async move {
+            raw.get("/bench/get", None).await.expect("raw get");
+        }
     })
     .await;
     row("get", &t, &r);
-    let t = measure(n, |_| async { conn.update("/update", &value, None).await.expect("update"); }).await;
+    let t = measure(n, |_| async {
+        conn.update("/update", &value, None).await.expect("update");
+    })
+    .await;
     let r = measure(n, |_| {
         let (mut raw, value) = (raw.clone(), value.clone());
-        async move { raw.put("/bench/update-raw", value, None).await.expect("raw put"); }
+        async move {
+            raw.put("/bench/update-raw", value, None)
+                .await
+                .expect("raw put");
+        }
     })
     .await;
     row("update (unconditional)", &t, &r);
     let t = measure(n, |i| {
         let value = value.clone();
         let conn = &conn;
-        async move { conn.create(&format!("/create/{i}"), &value).await.expect("create"); }
+        async move {
+            conn.create(&format!("/create/{i}"), &value)
+                .await
+                .expect("create");
+        }
     })
     .await;
     let r = measure(n, |i| {
@@ -97,7 +128,11 @@ async fn etcd(n: usize) {
         async move {
             let key = format!("/bench/create-raw/{i}");
             let txn = etcd_client::Txn::new()
-                .when([etcd_client::Compare::version(key.as_str(), etcd_client::CompareOp::Equal, 0)])
+                .when([etcd_client::Compare::version(
+                    key.as_str(),
+                    etcd_client::CompareOp::Equal,
+                    0,
+                )])
                 .and_then([etcd_client::TxnOp::put(key.as_str(), value, None)]);
             raw.txn(txn).await.expect("raw create");
         }
@@ -114,9 +149,13 @@ async fn etcd(n: usize) {
         async move {
             // The raw floor of a lock: grant a lease, one transaction, revoke.
             let lease = raw.lease_grant(30, None).await.expect("grant").id();
-            raw.put(format!("/bench/rawlock/{lease}"), "x", Some(etcd_client::PutOptions::new().with_lease(lease)))
-                .await
-                .expect("put");
+            raw.put(
+                format!("/bench/rawlock/{lease}"),
+                "x",
+                Some(etcd_client::PutOptions::new().with_lease(lease)),
+            )
+            .await
+            .expect("put");
             raw.lease_revoke(lease).await.expect("revoke");
         }
     })
@@ -132,29 +171,58 @@ async fn zk(n: usize) {
     }
     let server = topo_testkit::zk::ZkCluster::standalone().expect("start ZooKeeper");
     let addr = server.addrs();
-    let conn = ZkConn::connect(&addr, "/bench", ZkOptions::default()).await.expect("connect");
-    let raw = zookeeper_client::Client::connect(&addr).await.expect("raw connect");
+    let conn = ZkConn::connect(&addr, "/bench", ZkOptions::default())
+        .await
+        .expect("connect");
+    let raw = zookeeper_client::Client::connect(&addr)
+        .await
+        .expect("raw connect");
     let value = vec![7u8; 200];
     conn.update("/get", &value, None).await.expect("seed");
     conn.update("/raw/set", &value, None).await.expect("seed");
-    conn.create("/keyspaces/ks/Keyspace", b"").await.expect("seed");
+    conn.create("/keyspaces/ks/Keyspace", b"")
+        .await
+        .expect("seed");
     conn.create("/raw/create/x", b"").await.expect("seed");
     header(&format!("ZooKeeper 3.8 (standalone, loopback, n = {n})"));
-    let t = measure(n, |_| async { conn.get("/get").await.expect("get"); }).await;
-    let r = measure(n, |_| async { raw.get_data("/bench/get").await.expect("raw get"); }).await;
+    let t = measure(n, |_| async {
+        conn.get("/get").await.expect("get");
+    })
+    .await;
+    let r = measure(n, |_| async {
+        raw.get_data("/bench/get").await.expect("raw get");
+    })
+    .await;
     row("get", &t, &r);
-    let t = measure(n, |_| async { conn.update("/set", &value, None).await.expect("set"); }).await;
-    let r = measure(n, |_| async { raw.set_data("/bench/raw/set", &value, None).await.expect("raw set"); }).await;
+    let t = measure(n, |_| async {
+        conn.update("/set", &value, None).await.expect("set");
+    })
+    .await;
+    let r = measure(n, |_| async {
+        raw.set_data("/bench/raw/set", &value, None)
+            .await
+            .expect("raw set");
+    })
+    .await;
     row("set (unconditional)", &t, &r);
-    let opts = zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
+    let opts =
+        zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
     let t = measure(n, |i| {
         let (conn, value) = (&conn, &value);
-        async move { conn.create(&format!("/create/{i}"), value).await.expect("create"); }
+        async move {
+            conn.create(&format!("/create/{i}"), value)
+                .await
+                .expect("create");
+        }
     })
     .await;
     let r = measure(n, |i| {
         let (raw, value, opts) = (&raw, &value, &opts);
-        async move { raw.create(&format!("/bench/raw/create/{i}"), value, opts).await.expect("raw create"); }
+        async move {
+            raw.create(&format!("/bench/raw/create/{i}"), value, opts)
+                .await
+                .expect("raw create");
+        }
     })
     .await;
     row("create", &t, &r);
@@ -175,7 +243,10 @@ async fn local(n: usize) {
     let raw = rusqlite::Connection::open(&db).expect("raw open");
     raw.busy_timeout(Duration::from_secs(5)).expect("busy");
     header(&format!("local (SQLite WAL, n = {n})"));
-    let t = measure(n, |_| async { conn.get("/get").await.expect("get"); }).await;
+    let t = measure(n, |_| async {
+        conn.get("/get").await.expect("get");
+    })
+    .await;
     let r = measure(n, |_| async {
         let _: (Vec<u8>, i64) = raw
             .prepare_cached("SELECT value, version FROM kv WHERE key = ?1")
@@ -185,7 +256,10 @@ async fn local(n: usize) {
     })
     .await;
     row("get", &t, &r);
-    let t = measure(n, |_| async { conn.update("/update", &value, None).await.expect("update"); }).await;
+    let t = measure(n, |_| async {
+        conn.update("/update", &value, None).await.expect("update");
+    })
+    .await;
     let r = measure(n, |_| async {
         // The same statements an update runs, in one IMMEDIATE transaction.
         let tx = rusqlite::Transaction::new_unchecked(&raw, rusqlite::TransactionBehavior::Immediate).expect("begin");
@@ -212,7 +286,10 @@ async fn local(n: usize) {
         async move {
             let v = i.to_string();
             let mut changes = changes.lock().await;
-            other.update("/get", v.as_bytes(), None).await.expect("update");
+            other
+                .update("/get", v.as_bytes(), None)
+                .await
+                .expect("update");
             while let Some(Ok(d)) = futures::StreamExt::next(&mut *changes).await {
                 if d.contents == v.as_bytes() {
                     break;
@@ -226,7 +303,10 @@ async fn local(n: usize) {
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2000);
     println!("topo-bench: p50 and p99 latency, Toposphere next to the raw client (ratio = topo p50 / raw p50)");
     local(n).await;
     etcd(n).await;

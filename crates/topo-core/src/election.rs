@@ -62,6 +62,56 @@ impl SequenceElection {
     }
 }
 
+/// A stream of leader ids for `wait_for_new_leader`: `first` (when not empty), then, after
+/// each item of `changes` (anything that may have changed the leader), the result of
+/// `leader()` whenever it differs from the last id sent. An error from either ends the
+/// stream with that error; dropping the stream stops the work.
+pub fn leader_stream<S, L, LF>(
+    dir: &str,
+    first: String,
+    mut changes: S,
+    mut leader: L,
+) -> WatchStream<String>
+where
+    S: futures::Stream<Item = Result<()>> + Send + Unpin + 'static,
+    L: FnMut() -> LF + Send + 'static,
+    LF: std::future::Future<Output = Result<String>> + Send,
+{
+    let (tx, rx) = mpsc::unbounded_channel::<Result<String>>();
+    tokio::spawn(async move {
+        let mut last = String::new();
+        let mut current = Ok(first);
+        loop {
+            match current {
+                Ok(id) if !id.is_empty() && id != last => {
+                    if tx.send(Ok(id.clone())).is_err() {
+                        return;
+                    }
+                    last = id;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+            tokio::select! {
+                item = changes.next() => match item {
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                    None => return,
+                },
+                _ = tx.closed() => return,
+            }
+            current = leader().await;
+        }
+    });
+    WatchStream::new(dir, UnboundedReceiverStream::new(rx))
+}
+
 /// The id of the lowest-sequence entry under `dir/locks`, or `""`.
 async fn leader_id(conn: &dyn Conn, dir: &str) -> Result<String> {
     let locks = format!("{dir}/locks");
@@ -149,46 +199,17 @@ impl LeaderParticipation for SequenceElection {
     }
 
     async fn wait_for_new_leader(&self) -> Result<WatchStream<String>> {
-        let (tx, rx) = mpsc::unbounded_channel::<Result<String>>();
-        let conn = self.conn.clone();
-        let dir = self.dir.clone();
-        // The election directory may not exist yet: watch its parent prefix.
-        let (_, mut changes) = conn.watch_recursive(&dir).await?;
-        let first = leader_id(conn.as_ref(), &dir).await?;
-        tokio::spawn(async move {
-            let mut last = String::new();
-            let mut current = Ok(first);
-            loop {
-                match current {
-                    Ok(leader) if !leader.is_empty() && leader != last => {
-                        if tx.send(Ok(leader.clone())).is_err() {
-                            return;
-                        }
-                        last = leader;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                }
-                tokio::select! {
-                    item = changes.next() => match item {
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => {
-                            let _ = tx.send(Err(e));
-                            return;
-                        }
-                        None => return,
-                    },
-                    _ = tx.closed() => return,
-                }
-                current = leader_id(conn.as_ref(), &dir).await;
-            }
-        });
-        Ok(WatchStream::new(
-            self.dir.clone(),
-            UnboundedReceiverStream::new(rx),
+        let (_, changes) = self.conn.watch_recursive(&self.dir).await?;
+        let first = leader_id(self.conn.as_ref(), &self.dir).await?;
+        let (conn, dir) = (self.conn.clone(), self.dir.clone());
+        Ok(leader_stream(
+            &self.dir,
+            first,
+            changes.map(|c| c.map(|_| ())),
+            move || {
+                let (conn, dir) = (conn.clone(), dir.clone());
+                async move { leader_id(conn.as_ref(), &dir).await }
+            },
         ))
     }
 }

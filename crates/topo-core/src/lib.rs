@@ -31,7 +31,9 @@ pub mod wrap;
 pub use conn::{Conn, Factory, LeaderParticipation, LockDescriptor, LockGuard};
 pub use error::{ErrorKind, Result, TopoError};
 pub use ext::ConnExt;
-pub use types::{DirEntry, DirEntryType, Fence, KvInfo, RecursiveChange, Version, WatchData};
+pub use types::{
+    dir_entries, DirEntry, DirEntryType, Fence, KvInfo, RecursiveChange, Version, WatchData,
+};
 pub use watch::WatchStream;
 
 /// The `Conn` trait object, as the typed layer holds it.

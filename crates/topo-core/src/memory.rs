@@ -25,7 +25,7 @@ use crate::conn::{Conn, Factory, LeaderParticipation, LockDescriptor, LockGuard}
 use crate::election::SequenceElection;
 use crate::error::{Result, TopoError};
 use crate::path;
-use crate::types::{DirEntry, DirEntryType, Fence, KvInfo, RecursiveChange, Version, WatchData};
+use crate::types::{dir_entries, DirEntry, Fence, KvInfo, RecursiveChange, Version, WatchData};
 use crate::watch::WatchStream;
 use crate::wrap::{FaultConn, Faults};
 
@@ -418,38 +418,16 @@ impl Conn for MemoryConn {
         let dir_key = self.key(dir)?;
         let prefix = path::dir_prefix(&self.root, dir)?;
         let st = self.store.lock_state();
-        // name → (is a directory, every entry below is ephemeral)
-        let mut children: BTreeMap<&str, (bool, bool)> = BTreeMap::new();
-        for (key, entry) in st.keys_under(&prefix) {
-            let (name, is_dir) = path::first_element(&key[prefix.len()..]);
-            if name.is_empty() {
-                continue;
-            }
-            let slot = children.entry(name).or_insert((false, true));
-            slot.0 |= is_dir;
-            slot.1 &= entry.ephemeral;
-        }
-        if children.is_empty() {
+        let entries = dir_entries(
+            &prefix,
+            st.keys_under(&prefix)
+                .map(|(k, e)| (k.as_str(), e.ephemeral)),
+            full,
+        );
+        if entries.is_empty() {
             return Err(TopoError::NoNode(dir_key));
         }
-        Ok(children
-            .into_iter()
-            .map(|(name, (is_dir, ephemeral))| {
-                if full {
-                    DirEntry {
-                        name: name.to_string(),
-                        entry_type: if is_dir {
-                            DirEntryType::Directory
-                        } else {
-                            DirEntryType::File
-                        },
-                        ephemeral,
-                    }
-                } else {
-                    DirEntry::name_only(name)
-                }
-            })
-            .collect())
+        Ok(entries)
     }
 
     async fn create(&self, path: &str, contents: &[u8]) -> Result<Version> {

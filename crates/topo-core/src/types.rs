@@ -70,6 +70,50 @@ impl DirEntry {
     }
 }
 
+/// The children of a directory in a store of flat keys (etcd, memory, local): the first
+/// path element after `prefix` of every key, a directory when more elements follow it,
+/// ephemeral when every key below it is; sorted by name (Vitess's `ListDir` emulation).
+/// `keys` yields each key with whether it is ephemeral; keys not under `prefix` are
+/// ignored. With `full == false` only names are filled.
+pub fn dir_entries<'a>(
+    prefix: &str,
+    keys: impl IntoIterator<Item = (&'a str, bool)>,
+    full: bool,
+) -> Vec<DirEntry> {
+    let mut children: std::collections::BTreeMap<&str, (bool, bool)> =
+        std::collections::BTreeMap::new();
+    for (key, ephemeral) in keys {
+        let Some(rest) = key.strip_prefix(prefix) else {
+            continue;
+        };
+        let (name, is_dir) = crate::path::first_element(rest);
+        if name.is_empty() {
+            continue;
+        }
+        let slot = children.entry(name).or_insert((false, true));
+        slot.0 |= is_dir;
+        slot.1 &= ephemeral;
+    }
+    children
+        .into_iter()
+        .map(|(name, (is_dir, ephemeral))| {
+            if full {
+                DirEntry {
+                    name: name.to_string(),
+                    entry_type: if is_dir {
+                        DirEntryType::Directory
+                    } else {
+                        DirEntryType::File
+                    },
+                    ephemeral,
+                }
+            } else {
+                DirEntry::name_only(name)
+            }
+        })
+        .collect()
+}
+
 /// One file returned by [`crate::Conn::list`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvInfo {

@@ -6,9 +6,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use etcd_client::{GetOptions, SortOrder, SortTarget};
 use futures::StreamExt;
-use tokio::sync::{mpsc, Mutex};
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
+use topo_core::election::leader_stream;
 use topo_core::{Conn, LeaderParticipation, LockDescriptor, Result, TopoError, WatchStream};
 
 use crate::lock::{acquire_lock, EtcdLock, Kind};
@@ -130,44 +130,17 @@ impl LeaderParticipation for EtcdElection {
     }
 
     async fn wait_for_new_leader(&self) -> Result<WatchStream<String>> {
-        let (_, mut changes) = self.conn.watch_recursive(&self.dir).await?;
+        let (_, changes) = self.conn.watch_recursive(&self.dir).await?;
         let first = leader_id(&self.conn, &self.dir).await?;
-        let (tx, rx) = mpsc::unbounded_channel::<Result<String>>();
         let (conn, dir) = (self.conn.clone(), self.dir.clone());
-        tokio::spawn(async move {
-            let mut last = String::new();
-            let mut current = Ok(first);
-            loop {
-                match current {
-                    Ok(leader) if !leader.is_empty() && leader != last => {
-                        if tx.send(Ok(leader.clone())).is_err() {
-                            return;
-                        }
-                        last = leader;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                }
-                tokio::select! {
-                    item = changes.next() => match item {
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => {
-                            let _ = tx.send(Err(e));
-                            return;
-                        }
-                        None => return,
-                    },
-                    _ = tx.closed() => return,
-                }
-                current = leader_id(&conn, &dir).await;
-            }
-        });
-        Ok(WatchStream::new(
-            self.dir.clone(),
-            UnboundedReceiverStream::new(rx),
+        Ok(leader_stream(
+            &self.dir,
+            first,
+            changes.map(|c| c.map(|_| ())),
+            move || {
+                let (conn, dir) = (conn.clone(), dir.clone());
+                async move { leader_id(&conn, &dir).await }
+            },
         ))
     }
 }

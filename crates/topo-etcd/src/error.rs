@@ -27,7 +27,8 @@ pub(crate) fn convert(err: etcd_client::Error, path: &str) -> TopoError {
 pub(crate) fn is_unavailable(err: &etcd_client::Error) -> bool {
     match err {
         etcd_client::Error::GRpcStatus(s) => {
-            s.code() == tonic::Code::Unavailable || (s.code() == tonic::Code::Unknown && s.message() == "transport error")
+            s.code() == tonic::Code::Unavailable
+                || (s.code() == tonic::Code::Unknown && s.message() == "transport error")
         }
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         _ => false,

@@ -33,8 +33,8 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse,
 };
 use topo_core::{
-    path, Conn, DirEntry, DirEntryType, Factory, Fence, KvInfo, LeaderParticipation, LockGuard,
-    RecursiveChange, Result, TopoError, Version, WatchData, WatchStream,
+    path, Conn, DirEntry, Factory, Fence, KvInfo, LeaderParticipation, LockGuard, RecursiveChange,
+    Result, TopoError, Version, WatchData, WatchStream,
 };
 
 use crate::error::{convert, is_unavailable};
@@ -444,38 +444,15 @@ impl Conn for EtcdConn {
         let dir_key = self.key(dir)?;
         let prefix = path::dir_prefix(&self.root, dir)?;
         let (items, _) = self.range(&prefix, true).await?;
-        let mut children: std::collections::BTreeMap<String, (bool, bool)> =
-            std::collections::BTreeMap::new();
-        for item in &items {
-            let (name, is_dir) = path::first_element(&item.key[prefix.len()..]);
-            if name.is_empty() {
-                continue;
-            }
-            let slot = children.entry(name.to_string()).or_insert((false, true));
-            slot.0 |= is_dir;
-            slot.1 &= item.lease != 0;
-        }
-        if children.is_empty() {
+        let entries = topo_core::dir_entries(
+            &prefix,
+            items.iter().map(|i| (i.key.as_str(), i.lease != 0)),
+            full,
+        );
+        if entries.is_empty() {
             return Err(TopoError::NoNode(dir_key));
         }
-        Ok(children
-            .into_iter()
-            .map(|(name, (is_dir, ephemeral))| {
-                if full {
-                    DirEntry {
-                        name,
-                        entry_type: if is_dir {
-                            DirEntryType::Directory
-                        } else {
-                            DirEntryType::File
-                        },
-                        ephemeral,
-                    }
-                } else {
-                    DirEntry::name_only(name)
-                }
-            })
-            .collect())
+        Ok(entries)
     }
 
     async fn create(&self, path: &str, contents: &[u8]) -> Result<Version> {

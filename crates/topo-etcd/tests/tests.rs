@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use topo_core::conformance::ConnFactory;
-use topo_core::{Conn, Factory, Result};
+use topo_core::{Conn, Result};
 use topo_etcd::{EtcdConn, EtcdFactory, EtcdOptions};
 use topo_testkit::etcd::EtcdCluster;
-use toposphere::suite::SuiteBackend;
+use toposphere::suite::FactoryBackend;
 
 /// A server shared by every test of this binary that needs one (each test uses its own
 /// root), started on first use; `None` when etcd is missing and skipping is allowed.
@@ -56,20 +56,6 @@ impl ConnFactory for Suite {
     }
 }
 
-struct Backend {
-    endpoints: String,
-    factory: Arc<EtcdFactory>,
-}
-
-impl SuiteBackend for Backend {
-    fn factory(&self) -> Arc<dyn Factory> {
-        self.factory.clone()
-    }
-    fn address(&self) -> String {
-        self.endpoints.clone()
-    }
-}
-
 async fn one() -> Option<Suite> {
     shared(false).map(|endpoints| Suite { endpoints })
 }
@@ -78,18 +64,19 @@ async fn three() -> Option<Suite> {
     shared(true).map(|endpoints| Suite { endpoints })
 }
 
-async fn one_backend() -> Option<Backend> {
-    shared(false).map(|endpoints| Backend {
-        endpoints,
+fn backend(address: String) -> FactoryBackend {
+    FactoryBackend {
         factory: Arc::new(EtcdFactory::new(options())),
-    })
+        address,
+    }
 }
 
-async fn three_backend() -> Option<Backend> {
-    shared(true).map(|endpoints| Backend {
-        endpoints,
-        factory: Arc::new(EtcdFactory::new(options())),
-    })
+async fn one_backend() -> Option<FactoryBackend> {
+    shared(false).map(backend)
+}
+
+async fn three_backend() -> Option<FactoryBackend> {
+    shared(true).map(backend)
 }
 
 mod etcd {

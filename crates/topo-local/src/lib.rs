@@ -23,7 +23,7 @@ mod error;
 mod lock;
 mod store;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,8 +35,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use topo_core::election::SequenceElection;
 use topo_core::{
-    path, Conn, DirEntry, DirEntryType, Factory, Fence, KvInfo, LeaderParticipation, LockGuard,
-    RecursiveChange, Result, TopoError, Version, WatchData, WatchStream,
+    path, Conn, DirEntry, Factory, Fence, KvInfo, LeaderParticipation, LockGuard, RecursiveChange,
+    Result, TopoError, Version, WatchData, WatchStream,
 };
 
 use crate::error::convert;
@@ -264,38 +264,16 @@ impl Conn for LocalConn {
     async fn list_dir(&self, dir: &str, full: bool) -> Result<Vec<DirEntry>> {
         let dir_key = self.key(dir)?;
         let prefix = path::dir_prefix(&self.root, dir)?;
-        // name → (is a directory, every entry below is ephemeral)
-        let mut children: BTreeMap<String, (bool, bool)> = BTreeMap::new();
-        for (key, _, _, ephemeral) in self.scan(&prefix, false)? {
-            let (name, is_dir) = path::first_element(&key[prefix.len()..]);
-            if name.is_empty() {
-                continue;
-            }
-            let slot = children.entry(name.to_string()).or_insert((false, true));
-            slot.0 |= is_dir;
-            slot.1 &= ephemeral;
-        }
-        if children.is_empty() {
+        let rows = self.scan(&prefix, false)?;
+        let entries = topo_core::dir_entries(
+            &prefix,
+            rows.iter().map(|(k, _, _, eph)| (k.as_str(), *eph)),
+            full,
+        );
+        if entries.is_empty() {
             return Err(TopoError::NoNode(dir_key));
         }
-        Ok(children
-            .into_iter()
-            .map(|(name, (is_dir, ephemeral))| {
-                if full {
-                    DirEntry {
-                        name,
-                        entry_type: if is_dir {
-                            DirEntryType::Directory
-                        } else {
-                            DirEntryType::File
-                        },
-                        ephemeral,
-                    }
-                } else {
-                    DirEntry::name_only(name)
-                }
-            })
-            .collect())
+        Ok(entries)
     }
 
     async fn create(&self, path: &str, contents: &[u8]) -> Result<Version> {

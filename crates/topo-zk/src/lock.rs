@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, Mutex};
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
+use topo_core::election::leader_stream;
 use topo_core::{
     path, Fence, LeaderParticipation, LockDescriptor, LockGuard, Result, TopoError, WatchStream,
 };
@@ -409,49 +409,32 @@ impl LeaderParticipation for ZkElection {
     }
 
     async fn wait_for_new_leader(&self) -> Result<WatchStream<String>> {
-        let (tx, rx) = mpsc::unbounded_channel::<Result<String>>();
         let (conn, dir) = (self.conn.clone(), self.dir.clone());
         let first = leader_id(&conn, &dir).await?;
-        tokio::spawn(async move {
-            let mut last = String::new();
-            let mut current = Ok(first);
-            loop {
-                match current {
-                    Ok(leader) if !leader.is_empty() && leader != last => {
-                        if tx.send(Ok(leader.clone())).is_err() {
-                            return;
-                        }
-                        last = leader;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                }
-                // Wait for the proposals to change (or the directory to appear).
-                let Ok(client) = conn.client().await else {
-                    return;
+        // Each item: the proposals changed (a re-armed child watch fired), or the
+        // directory does not exist yet and it is time to look again.
+        let changes =
+            futures::stream::unfold((conn.clone(), dir.clone()), |(conn, dir)| async move {
+                let client = match conn.client().await {
+                    Ok(c) => c,
+                    Err(e) => return Some((Err(e), (conn, dir))),
                 };
-                let children = client.get_and_watch_children(&dir).await;
-                let wait = async {
-                    match children {
-                        Ok((_, _, watcher)) => {
-                            watcher.changed().await;
-                        }
-                        Err(_) => tokio::time::sleep(RECHECK).await,
+                match client.get_and_watch_children(&dir).await {
+                    Ok((_, _, watcher)) => {
+                        watcher.changed().await;
                     }
-                };
-                tokio::select! {
-                    _ = wait => {}
-                    _ = tx.closed() => return,
+                    Err(_) => tokio::time::sleep(RECHECK).await,
                 }
-                current = leader_id(&conn, &dir).await;
-            }
-        });
-        Ok(WatchStream::new(
-            self.dir.clone(),
-            UnboundedReceiverStream::new(rx),
+                Some((Ok(()), (conn, dir)))
+            });
+        Ok(leader_stream(
+            &self.dir,
+            first,
+            Box::pin(changes),
+            move || {
+                let (conn, dir) = (conn.clone(), dir.clone());
+                async move { leader_id(&conn, &dir).await }
+            },
         ))
     }
 }

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use topo_core::conformance::ConnFactory;
-use topo_core::{Conn, Factory, Result};
+use topo_core::{Conn, Result};
 use topo_testkit::zk::ZkCluster;
 use topo_zk::{ZkConn, ZkFactory, ZkOptions};
-use toposphere::suite::SuiteBackend;
+use toposphere::suite::FactoryBackend;
 
 /// Servers shared by the tests of this binary (each test uses its own root).
 fn shared(ensemble: bool) -> Option<String> {
@@ -62,20 +62,6 @@ impl ConnFactory for Suite {
     }
 }
 
-struct Backend {
-    addr: String,
-    factory: Arc<ZkFactory>,
-}
-
-impl SuiteBackend for Backend {
-    fn factory(&self) -> Arc<dyn Factory> {
-        self.factory.clone()
-    }
-    fn address(&self) -> String {
-        self.addr.clone()
-    }
-}
-
 async fn one() -> Option<Suite> {
     shared(false).map(|addr| Suite { addr })
 }
@@ -84,18 +70,19 @@ async fn three() -> Option<Suite> {
     shared(true).map(|addr| Suite { addr })
 }
 
-async fn one_backend() -> Option<Backend> {
-    shared(false).map(|addr| Backend {
-        addr,
+fn backend(address: String) -> FactoryBackend {
+    FactoryBackend {
         factory: Arc::new(ZkFactory::new(options())),
-    })
+        address,
+    }
 }
 
-async fn three_backend() -> Option<Backend> {
-    shared(true).map(|addr| Backend {
-        addr,
-        factory: Arc::new(ZkFactory::new(options())),
-    })
+async fn one_backend() -> Option<FactoryBackend> {
+    shared(false).map(backend)
+}
+
+async fn three_backend() -> Option<FactoryBackend> {
+    shared(true).map(backend)
 }
 
 mod zk {

@@ -44,6 +44,24 @@ pub trait SuiteBackend: Send + Sync + 'static {
     fn address(&self) -> String;
 }
 
+/// A backend given by its factory and server address: what most backends' tests need.
+#[derive(Debug)]
+pub struct FactoryBackend {
+    /// The factory.
+    pub factory: Arc<dyn Factory>,
+    /// The server address of the global topology and the `test` cell.
+    pub address: String,
+}
+
+impl SuiteBackend for FactoryBackend {
+    fn factory(&self) -> Arc<dyn Factory> {
+        self.factory.clone()
+    }
+    fn address(&self) -> String {
+        self.address.clone()
+    }
+}
+
 /// A fresh server under `root` with the `test` cell.
 pub async fn server<B: SuiteBackend>(backend: &B, root: &str) -> Server {
     let config = ServerConfig {
