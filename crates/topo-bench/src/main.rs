@@ -241,7 +241,11 @@ async fn local(n: usize) {
     let value = vec![7u8; 200];
     conn.update("/get", &value, None).await.expect("seed");
     let raw = rusqlite::Connection::open(&db).expect("raw open");
+    // The same settings the local backend's connections use.
     raw.busy_timeout(Duration::from_secs(5)).expect("busy");
+    raw.pragma_update(None, "journal_mode", "WAL").expect("wal");
+    raw.pragma_update(None, "synchronous", "NORMAL")
+        .expect("synchronous");
     header(&format!("local (SQLite WAL, n = {n})"));
     let t = measure(n, |_| async {
         conn.get("/get").await.expect("get");

@@ -32,7 +32,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use tokio::sync::RwLock;
 use topo_core::{
     path, Conn, DirEntry, DirEntryType, Factory, Fence, KvInfo, LeaderParticipation, LockGuard,
     RecursiveChange, Result, TopoError, Version, WatchData, WatchStream,
@@ -153,7 +152,11 @@ struct Session {
     addr: String,
     options: ZkOptions,
     auth: Option<(String, Vec<u8>)>,
-    client: RwLock<Client>,
+    /// The current client; a plain lock and an `Arc` keep the per-call cost to a
+    /// reference-count increment.
+    client: std::sync::RwLock<Arc<Client>>,
+    /// Serialises making a new session.
+    reconnect: tokio::sync::Mutex<()>,
 }
 
 impl Session {
@@ -183,17 +186,27 @@ impl Session {
     }
 
     /// The live client, making a new session when the current one has ended.
-    async fn client(&self) -> Result<Client> {
-        let current = self.client.read().await.clone();
+    async fn client(&self) -> Result<Arc<Client>> {
+        let current = self.current();
         if !current.state().is_terminated() {
             return Ok(current);
         }
-        let mut w = self.client.write().await;
-        if w.state().is_terminated() {
-            tracing::warn!(addr = %self.addr, "ZooKeeper session ended; starting a new one");
-            *w = Self::connect(&self.addr, &self.options, &self.auth).await?;
+        let _one_at_a_time = self.reconnect.lock().await;
+        let current = self.current();
+        if !current.state().is_terminated() {
+            return Ok(current);
         }
-        Ok(w.clone())
+        tracing::warn!(addr = %self.addr, "ZooKeeper session ended; starting a new one");
+        let fresh = Arc::new(Self::connect(&self.addr, &self.options, &self.auth).await?);
+        *self.client.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+        Ok(fresh)
+    }
+
+    fn current(&self) -> Arc<Client> {
+        self.client
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -224,7 +237,8 @@ impl ZkConn {
                 addr: server_address.to_string(),
                 options,
                 auth,
-                client: RwLock::new(client),
+                client: std::sync::RwLock::new(Arc::new(client)),
+                reconnect: tokio::sync::Mutex::new(()),
             }),
             root: path::clean(&format!("/{root}")),
             closed: Arc::new(AtomicBool::new(false)),
@@ -247,14 +261,14 @@ impl ZkConn {
     }
 
     /// The current session's client.
-    pub(crate) async fn client(&self) -> Result<Client> {
+    pub(crate) async fn client(&self) -> Result<Arc<Client>> {
         self.session.client().await
     }
 
     /// Runs `op` under the remote-operation timeout, converting errors for `what`.
     pub(crate) async fn call<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
     where
-        F: FnOnce(Client) -> Fut,
+        F: FnOnce(Arc<Client>) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, zookeeper_client::Error>>,
     {
         let client = self.client().await?;

@@ -19,7 +19,7 @@ pub(crate) async fn watch_file(
     key: String,
 ) -> Result<(WatchData, WatchStream<WatchData>)> {
     let client = conn.client().await?;
-    let read = |client: zookeeper_client::Client, key: String| async move {
+    let read = |client: std::sync::Arc<zookeeper_client::Client>, key: String| async move {
         let r = client.get_and_watch_data(&key).await;
         r.map(|(data, stat, w)| {
             (
