@@ -78,11 +78,11 @@ pub(crate) struct Write<'a> {
 impl Write<'_> {
     /// The next store-wide version.
     pub(crate) fn next_version(&self) -> rusqlite::Result<i64> {
-        self.tx.query_row(
-            "UPDATE counters SET value = value + 1 WHERE name = 'version' RETURNING value",
-            [],
-            |r| r.get(0),
-        )
+        self.tx
+            .prepare_cached(
+                "UPDATE counters SET value = value + 1 WHERE name = 'version' RETURNING value",
+            )?
+            .query_row([], |r| r.get(0))
     }
 
     /// The version and lease of `key`, if present.
@@ -109,17 +109,18 @@ impl Write<'_> {
         v: i64,
         lease: Option<i64>,
     ) -> rusqlite::Result<()> {
-        self.tx.execute(
-            "INSERT INTO kv (key, value, version, lease) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value, version = excluded.version, lease = excluded.lease",
-            params![key, value, v, lease],
+        self.tx.prepare_cached("INSERT INTO kv (key, value, version, lease) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value, version = excluded.version, lease = excluded.lease")?.execute(params![key, value, v, lease],
         )?;
         self.log(key, v, Some(value))
     }
 
     /// Deletes `key` and logs it.
     pub(crate) fn delete(&self, key: &str) -> rusqlite::Result<bool> {
-        let n = self.tx.execute("DELETE FROM kv WHERE key = ?1", [key])?;
+        let n = self
+            .tx
+            .prepare_cached("DELETE FROM kv WHERE key = ?1")?
+            .execute([key])?;
         if n > 0 {
             let v = self.next_version()?;
             self.log(key, v, None)?;
@@ -128,16 +129,14 @@ impl Write<'_> {
     }
 
     fn log(&self, key: &str, version: i64, value: Option<&[u8]>) -> rusqlite::Result<()> {
-        self.tx.execute(
-            "INSERT INTO changes (key, version, value) VALUES (?1, ?2, ?3)",
-            params![key, version, value],
-        )?;
+        self.tx
+            .prepare_cached("INSERT INTO changes (key, version, value) VALUES (?1, ?2, ?3)")?
+            .execute(params![key, version, value])?;
         let seq = self.tx.last_insert_rowid();
         if seq % 1000 == 0 {
-            self.tx.execute(
-                "DELETE FROM changes WHERE seq <= ?1",
-                [seq - CHANGE_LOG_KEEP],
-            )?;
+            self.tx
+                .prepare_cached("DELETE FROM changes WHERE seq <= ?1")?
+                .execute([seq - CHANGE_LOG_KEEP])?;
         }
         Ok(())
     }
@@ -173,12 +172,11 @@ impl Write<'_> {
 
 /// True when the lock entry `key` with `version` exists and its lease is alive.
 pub(crate) fn lock_alive(conn: &Connection, key: &str, version: i64) -> rusqlite::Result<bool> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT 1 FROM kv JOIN leases ON kv.lease = leases.id
          WHERE kv.key = ?1 AND kv.version = ?2 AND leases.expires_at > ?3",
-        params![key, version, now_ms()],
-        |_| Ok(()),
-    )
+    )?
+    .query_row(params![key, version, now_ms()], |_| Ok(()))
     .optional()
     .map(|r| r.is_some())
 }
@@ -283,6 +281,14 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Write<'_>) -> Result<T> + Send + 'static,
     {
+        // On a multi-threaded runtime the write runs right here, with the runtime told that
+        // this thread may block (no hand-off to another thread); elsewhere it moves to the
+        // blocking pool.
+        if tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread
+        {
+            return tokio::task::block_in_place(|| run_write(&self.writer, what, f));
+        }
         let writer = self.writer.clone();
         let what = what.to_string();
         tokio::task::spawn_blocking(move || run_write(&writer, &what, f))
