@@ -55,6 +55,29 @@ pub fn fresh_root(check: &str) -> String {
     )
 }
 
+/// For fault tests: waits until `guard.check()` succeeds, tolerating errors such as
+/// timeouts while a cluster fails over, for at most `within`.
+///
+/// # Panics
+/// When the check reports `LockLost`, or does not succeed in time (naming `what`).
+pub async fn await_lock_held(
+    guard: &dyn crate::LockDescriptor,
+    within: std::time::Duration,
+    what: &str,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match guard.check().await {
+            Ok(()) => return,
+            Err(e) if e.is(crate::ErrorKind::LockLost) => panic!("{what}: the lock was lost: {e}"),
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                panic!("{what}: no answer in {within:?}: {e}")
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    }
+}
+
 /// Runs one check against `factory` under a fresh root, or prints why it is skipped.
 pub async fn run<F: ConnFactory>(
     backend: &str,
