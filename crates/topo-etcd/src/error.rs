@@ -23,11 +23,14 @@ pub(crate) fn convert(err: etcd_client::Error, path: &str) -> TopoError {
 
 /// True for errors after which the same call may succeed on another endpoint: the member
 /// is unavailable, or the connection to it broke (tonic reports that as `Unknown` with a
-/// transport-error source).
+/// transport-error source, or as `Cancelled`).
 pub(crate) fn is_unavailable(err: &etcd_client::Error) -> bool {
     match err {
         etcd_client::Error::GRpcStatus(s) => {
+            // We never cancel a gRPC call ourselves (an abandoned call is just dropped), so a
+            // `Cancelled` status means the connection went away under it.
             s.code() == tonic::Code::Unavailable
+                || s.code() == tonic::Code::Cancelled
                 || (s.code() == tonic::Code::Unknown && s.message() == "transport error")
         }
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
@@ -50,6 +53,7 @@ mod tests {
         assert!(convert(st(tonic::Code::Internal), "/k").is(topo_core::ErrorKind::Backend));
         assert!(is_unavailable(&st(tonic::Code::Unavailable)));
         assert!(!is_unavailable(&st(tonic::Code::NotFound)));
+        assert!(is_unavailable(&st(tonic::Code::Cancelled)));
         let broken = etcd_client::Error::GRpcStatus(tonic::Status::unknown("transport error"));
         assert!(is_unavailable(&broken));
     }
