@@ -4,7 +4,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::{find_binary, free_port, ServerProcess};
+use crate::{find_binary, free_port, ProcessSlot, ServerProcess};
 
 /// One etcd member's ports and process.
 #[derive(Debug)]
@@ -15,7 +15,20 @@ pub struct EtcdMember {
     data_dir: PathBuf,
     log: PathBuf,
     args: Vec<String>,
-    process: Option<ServerProcess>,
+    process: ProcessSlot,
+}
+
+impl std::ops::Deref for EtcdMember {
+    type Target = ProcessSlot;
+    fn deref(&self) -> &ProcessSlot {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for EtcdMember {
+    fn deref_mut(&mut self) -> &mut ProcessSlot {
+        &mut self.process
+    }
 }
 
 impl EtcdMember {
@@ -24,35 +37,12 @@ impl EtcdMember {
         format!("127.0.0.1:{}", self.client_port)
     }
 
-    /// Kills the member (SIGKILL).
-    pub fn kill(&mut self) {
-        if let Some(mut p) = self.process.take() {
-            p.kill();
-        }
-    }
-
-    /// Pauses the member (SIGSTOP).
-    ///
-    /// # Errors
-    /// When the member is not running or the signal fails.
-    pub fn pause(&self) -> io::Result<()> {
-        self.running()?.signal("STOP")
-    }
-
-    /// Resumes a paused member (SIGCONT).
-    ///
-    /// # Errors
-    /// When the member is not running or the signal fails.
-    pub fn resume(&self) -> io::Result<()> {
-        self.running()?.signal("CONT")
-    }
-
     /// Starts a killed member again with its data.
     ///
     /// # Errors
     /// When the process cannot be started.
     pub fn restart(&mut self) -> io::Result<()> {
-        self.kill();
+        self.process.kill();
         let etcd = find_binary("etcd").ok_or_else(|| io::Error::other("etcd not found"))?;
         let mut args = self.args.clone();
         // A restarting member joins the existing cluster.
@@ -61,14 +51,9 @@ impl EtcdMember {
                 *a = "--initial-cluster-state=existing".into();
             }
         }
-        self.process = Some(ServerProcess::spawn(&etcd, &args, &self.log)?);
-        Ok(())
-    }
-
-    fn running(&self) -> io::Result<&ServerProcess> {
         self.process
-            .as_ref()
-            .ok_or_else(|| io::Error::other(format!("member {} is not running", self.name)))
+            .set(ServerProcess::spawn(&etcd, &args, &self.log)?);
+        Ok(())
     }
 
     /// The member's data directory.
@@ -164,7 +149,7 @@ impl EtcdCluster {
                 data_dir,
                 log,
                 args,
-                process: Some(process),
+                process: ProcessSlot::new(process),
             });
         }
         let c = EtcdCluster { members, _dir: dir };

@@ -140,3 +140,50 @@ impl Drop for ServerProcess {
         self.kill();
     }
 }
+
+/// A server's process slot: running, paused or killed. Server handles deref to it, so
+/// `member.kill()`, `member.pause()` and `member.resume()` work on any of them.
+#[derive(Debug, Default)]
+pub struct ProcessSlot(Option<ServerProcess>);
+
+impl ProcessSlot {
+    /// A slot holding a running process.
+    pub fn new(process: ServerProcess) -> Self {
+        ProcessSlot(Some(process))
+    }
+
+    /// Kills the server (SIGKILL); a killed slot stays empty until [`ProcessSlot::set`].
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.0.take() {
+            p.kill();
+        }
+    }
+
+    /// Pauses the server (SIGSTOP).
+    ///
+    /// # Errors
+    /// When it is not running or the signal fails.
+    pub fn pause(&self) -> io::Result<()> {
+        self.running()?.signal("STOP")
+    }
+
+    /// Resumes a paused server (SIGCONT).
+    ///
+    /// # Errors
+    /// When it is not running or the signal fails.
+    pub fn resume(&self) -> io::Result<()> {
+        self.running()?.signal("CONT")
+    }
+
+    /// Puts a (re)started process in the slot, killing any previous one.
+    pub fn set(&mut self, process: ServerProcess) {
+        self.kill();
+        self.0 = Some(process);
+    }
+
+    fn running(&self) -> io::Result<&ServerProcess> {
+        self.0
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the server is not running"))
+    }
+}

@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::{find_binary, free_port, ServerProcess};
+use crate::{find_binary, free_port, ProcessSlot, ServerProcess};
 
 /// The jars ZooKeeper 3.8 needs, as Debian installs them.
 const CLASSPATH: &[&str] = &[
@@ -39,7 +39,20 @@ pub struct ZkNode {
     client_port: u16,
     conf_dir: PathBuf,
     log: PathBuf,
-    process: Option<ServerProcess>,
+    process: ProcessSlot,
+}
+
+impl std::ops::Deref for ZkNode {
+    type Target = ProcessSlot;
+    fn deref(&self) -> &ProcessSlot {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for ZkNode {
+    fn deref_mut(&mut self) -> &mut ProcessSlot {
+        &mut self.process
+    }
 }
 
 impl ZkNode {
@@ -48,43 +61,13 @@ impl ZkNode {
         format!("127.0.0.1:{}", self.client_port)
     }
 
-    /// Kills the server (SIGKILL).
-    pub fn kill(&mut self) {
-        if let Some(mut p) = self.process.take() {
-            p.kill();
-        }
-    }
-
-    /// Pauses the server (SIGSTOP).
-    ///
-    /// # Errors
-    /// When it is not running or the signal fails.
-    pub fn pause(&self) -> io::Result<()> {
-        self.running()?.signal("STOP")
-    }
-
-    /// Resumes a paused server (SIGCONT).
-    ///
-    /// # Errors
-    /// When it is not running or the signal fails.
-    pub fn resume(&self) -> io::Result<()> {
-        self.running()?.signal("CONT")
-    }
-
     /// Starts a killed server again with its data.
     ///
     /// # Errors
     /// When the process cannot be started.
     pub fn restart(&mut self) -> io::Result<()> {
-        self.kill();
-        self.process = Some(start_java(&self.conf_dir, &self.log)?);
+        self.process.set(start_java(&self.conf_dir, &self.log)?);
         Ok(())
-    }
-
-    fn running(&self) -> io::Result<&ServerProcess> {
-        self.process
-            .as_ref()
-            .ok_or_else(|| io::Error::other("server is not running"))
     }
 
     /// The answer to a four-letter command (`srvr`, `ruok`, ...), or an empty string.
@@ -185,7 +168,7 @@ impl ZkCluster {
                 client_port: *cp,
                 conf_dir,
                 log,
-                process: Some(process),
+                process: ProcessSlot::new(process),
             });
         }
         let c = ZkCluster { nodes, _dir: dir };
