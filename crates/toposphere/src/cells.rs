@@ -20,6 +20,16 @@ impl Server {
         }
     }
 
+    /// `cells`, or every cell when it is empty (how most multi-cell operations read their
+    /// cell list).
+    pub async fn cells_or_all(&self, cells: &[String]) -> Result<Vec<String>> {
+        if cells.is_empty() {
+            self.get_cell_info_names().await
+        } else {
+            Ok(cells.to_vec())
+        }
+    }
+
     /// The names of every cell (Vitess's `GetKnownCells`, read through the read-only
     /// global connection).
     ///

@@ -492,11 +492,7 @@ impl Server {
         cells: &[String],
     ) -> Result<Partial<Vec<TabletAlias>>> {
         let si = self.get_shard(ks, shard).await?;
-        let cells = if cells.is_empty() {
-            self.get_cell_info_names().await?
-        } else {
-            cells.to_vec()
-        };
+        let cells = self.cells_or_all(&cells).await?;
         let mut aliases: Vec<TabletAlias> = Vec::new();
         if let Some(p) = &si.shard.primary_alias {
             if cells.contains(&p.cell) {

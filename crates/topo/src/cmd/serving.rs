@@ -230,11 +230,7 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
             crate::out!("RebuildVSchemaGraph: ok");
         }
         Command::GetSrvKeyspaceNames { cells } => {
-            let cells = if cells.is_empty() {
-                ts.get_cell_info_names().await?
-            } else {
-                cells
-            };
+            let cells = ts.cells_or_all(&cells).await?;
             let mut out = serde_json::Map::new();
             for cell in cells {
                 let names = ts.get_srv_keyspace_names(&cell).await?;
@@ -249,11 +245,7 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
             print(&Value::Object(out));
         }
         Command::GetSrvKeyspaces { keyspace, cells } => {
-            let cells = if cells.is_empty() {
-                ts.get_cell_info_names().await?
-            } else {
-                cells
-            };
+            let cells = ts.cells_or_all(&cells).await?;
             let mut out = serde_json::Map::new();
             for cell in cells {
                 let v = match ts.get_srv_keyspace(&cell, &keyspace).await {
@@ -267,11 +259,7 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
         }
         Command::GetSrvVSchema { cell } => print(&msg(&ts.get_srv_vschema(&cell).await?, compact)),
         Command::GetSrvVSchemas { cells } => {
-            let cells = if cells.is_empty() {
-                ts.get_cell_info_names().await?
-            } else {
-                cells
-            };
+            let cells = ts.cells_or_all(&cells).await?;
             let mut out = serde_json::Map::new();
             for cell in cells {
                 match ts.get_srv_vschema(&cell).await {

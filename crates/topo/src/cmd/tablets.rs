@@ -237,11 +237,7 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
             shard: (ks, name),
             cells,
         } => {
-            let cells = if cells.is_empty() {
-                ts.get_cell_info_names().await?
-            } else {
-                cells
-            };
+            let cells = ts.cells_or_all(&cells).await?;
             let mut by_cell = serde_json::Map::new();
             for cell in cells {
                 match ts.get_shard_replication(&cell, &ks, &name).await {
