@@ -492,7 +492,7 @@ impl Server {
         cells: &[String],
     ) -> Result<Partial<Vec<TabletAlias>>> {
         let si = self.get_shard(ks, shard).await?;
-        let cells = self.cells_or_all(&cells).await?;
+        let cells = self.cells_or_all(cells).await?;
         let mut aliases: Vec<TabletAlias> = Vec::new();
         if let Some(p) = &si.shard.primary_alias {
             if cells.contains(&p.cell) {

@@ -290,7 +290,7 @@ impl Server {
         allow_partial: bool,
     ) -> Result<()> {
         validate_object_name(ks)?;
-        let cells = self.cells_or_all(&cells).await?;
+        let cells = self.cells_or_all(cells).await?;
         if let Err(e) = self.get_keyspace(ks).await {
             if e.is_no_node() {
                 for cell in &cells {
@@ -418,7 +418,7 @@ impl Server {
         F: FnMut(&mut SrvKeyspace) -> Result<()>,
     {
         lock.require_keyspace(ks).await?;
-        let cells = self.cells_or_all(&cells).await?;
+        let cells = self.cells_or_all(cells).await?;
         let mut failures = Vec::new();
         for cell in &cells {
             let mut srv = match self.get_srv_keyspace(cell, ks).await {
@@ -584,7 +584,7 @@ impl Server {
     /// Checks the SrvKeyspace of each of `cells` (every cell when empty) with
     /// [`order_and_check_partitions`].
     pub async fn validate_srv_keyspace(&self, ks: &str, cells: &[String]) -> Result<()> {
-        let cells = self.cells_or_all(&cells).await?;
+        let cells = self.cells_or_all(cells).await?;
         for cell in &cells {
             let mut srv = self.get_srv_keyspace(cell, ks).await?;
             order_and_check_partitions(ks, &mut srv)?;
