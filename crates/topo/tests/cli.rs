@@ -696,3 +696,64 @@ fn newcomer_commands_are_the_readme_ones() {
     env.ok(&["demo"]);
     assert!(env.path().join("toposphere.db").exists());
 }
+
+/// `watch` prints the current value, then each change; cell removal verbs; `Validate`
+/// exits non-zero on an inconsistent topology.
+#[test]
+fn watch_removal_and_validate() {
+    use std::io::{BufRead, BufReader};
+    let env = Env::new();
+    env.ok(&["demo"]);
+    env.ok(&["touch", "/metadata/state"]);
+    let mut watch = std::process::Command::new(assert_cmd::cargo::cargo_bin("topo"))
+        .current_dir(env.path())
+        .args(["watch", "/metadata/state"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("version="), "{first}");
+    std::fs::write(env.path().join("v"), b"changed").unwrap();
+    env.ok(&["TopoCp", "--to_topo", "v", "/metadata/state"]);
+    let second = lines.next().unwrap().unwrap();
+    assert!(second.ends_with("changed"), "{second}");
+    watch.kill().unwrap();
+    let _ = watch.wait();
+
+    let ls = env.ok(&["TopoLs", "-l", "/keyspaces/customer"]);
+    assert!(
+        ls.contains("Keyspace") && ls.lines().any(|l| l.starts_with("d")),
+        "{ls}"
+    );
+    env.fails(
+        &["RemoveShardCell", "customer/-80", "zone1"],
+        "has its primary in cell zone1",
+    );
+    env.fails(
+        &["RemoveShardCell", "customer/-80", "zone2"],
+        "use --recursive",
+    );
+    assert_eq!(
+        env.ok(&["RemoveShardCell", "--recursive", "customer/-80", "zone2"]),
+        "Successfully removed cell zone2 from shard customer/-80\n"
+    );
+    env.ok(&["RemoveKeyspaceCell", "--recursive", "customer", "zone2"]);
+    assert_eq!(
+        env.json(&["GetSrvKeyspaces", "customer", "zone2"])["zone2"],
+        Value::Null
+    );
+    assert_eq!(
+        env.ok(&["GetTablets", "--cell", "zone2", "--keyspace", "customer"]),
+        ""
+    );
+
+    // A replication entry for a tablet that does not exist makes Validate fail.
+    env.ok(&["ShardReplicationAdd", "commerce/0", "zone1-4242"]);
+    env.cmd()
+        .args(["Validate"])
+        .assert()
+        .code(2)
+        .stdout(predicate::str::contains("zone1-0000004242").or(predicate::str::contains("4242")));
+}

@@ -163,6 +163,32 @@ async fn validate(ts: &Server) -> Result<Vec<String>> {
                 continue;
             }
         };
+        let cells = ts.get_cell_info_names().await?;
+        for name in shards.keys() {
+            for cell in &cells {
+                let Ok(sr) = ts.get_shard_replication(cell, &ks, name).await else {
+                    continue;
+                };
+                for alias in sr
+                    .value
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.tablet_alias.as_ref())
+                {
+                    match ts.get_tablet(alias).await {
+                        Ok(t) if t.tablet.keyspace == ks && &t.tablet.shard == name => {}
+                        Ok(_) => problems.push(format!(
+                            "replication graph of {ks}/{name} in {cell} lists {}, which belongs to another shard",
+                            alias_string(alias)
+                        )),
+                        Err(e) => problems.push(format!(
+                            "replication graph of {ks}/{name} in {cell} lists {}: {e}",
+                            alias_string(alias)
+                        )),
+                    }
+                }
+            }
+        }
         for (name, si) in &shards {
             if let Some(p) = &si.shard.primary_alias {
                 match ts.get_tablet(p).await {
