@@ -4,7 +4,8 @@
 //! aliases, keyspaces, shards, tablets, the replication graph, the serving graph
 //! (SrvKeyspace, SrvVSchema) and its rebuilds, VSchema and routing rules, metadata, locks
 //! with Vitess's lock descriptor and fenced writes, deletions and cell removals, InitTablet,
-//! copy and compare between topologies, and a tee connection for live migration.
+//! copy and compare between topologies, a tee connection for live migration, and a resilient
+//! cache of the serving graph ([`srv_cache::SrvCache`]).
 //!
 //! Records keep unknown protobuf fields through every read-modify-write
 //! ([`topo_proto::Stored`]), and update loops retry only on version conflicts.
@@ -48,6 +49,7 @@ pub mod paths;
 pub mod records;
 pub mod server;
 pub mod serving;
+pub mod srv_cache;
 pub mod tablet;
 pub mod tee;
 pub mod vschema;

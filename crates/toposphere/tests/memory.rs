@@ -96,3 +96,122 @@ async fn unreachable_cell_gives_partial_results() {
     assert!(ts.delete_cell_info("down", false).await.is_err());
     ts.delete_cell_info("down", true).await.unwrap();
 }
+
+/// The serving cache answers from memory, follows changes, keeps its value while the
+/// topology fails, recovers a record it could not read at first, and drops a deleted one.
+#[tokio::test]
+async fn serving_cache_is_resilient() {
+    use std::time::Duration;
+    use topo_proto::topodata::{srv_keyspace, CellInfo, SrvKeyspace, TabletType};
+    use toposphere::srv_cache::SrvCache;
+    use toposphere::{Server, ServerConfig};
+
+    let factory = Arc::new(MemoryFactory::new());
+    let config = ServerConfig {
+        remote_operation_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let ts = Server::open_with_factory(factory.clone(), "mem", "/global", config)
+        .await
+        .unwrap();
+    ts.create_cell_info(
+        "c1",
+        &CellInfo {
+            server_address: "mem".into(),
+            root: "/c1".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let srv = |n: usize| SrvKeyspace {
+        partitions: (0..n)
+            .map(|_| srv_keyspace::KeyspacePartition {
+                served_type: TabletType::Primary as i32,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    ts.update_srv_keyspace("c1", "ks", &srv(1)).await.unwrap();
+    let cache = SrvCache::new(ts.clone());
+    assert_eq!(
+        cache
+            .get_srv_keyspace("c1", "ks")
+            .await
+            .unwrap()
+            .partitions
+            .len(),
+        1
+    );
+
+    ts.update_srv_keyspace("c1", "ks", &srv(2)).await.unwrap();
+    let eventually = |want: usize| {
+        let cache = cache.clone();
+        async move {
+            for _ in 0..100 {
+                if cache
+                    .get_srv_keyspace("c1", "ks")
+                    .await
+                    .map(|s| s.partitions.len())
+                    .ok()
+                    == Some(want)
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("the cache never showed {want} partitions");
+        }
+    };
+    eventually(2).await;
+
+    // The topology fails: cached values are still served; a record never read fails.
+    factory
+        .faults()
+        .set_error(Some(topo_core::TopoError::Timeout("down".into())));
+    assert_eq!(
+        cache
+            .get_srv_keyspace("c1", "ks")
+            .await
+            .unwrap()
+            .partitions
+            .len(),
+        2
+    );
+    assert!(cache.get_srv_keyspace("c1", "other").await.is_err());
+    factory.faults().set_error(None);
+    ts.update_srv_keyspace("c1", "other", &srv(3))
+        .await
+        .unwrap();
+    let mut recovered = false;
+    for _ in 0..100 {
+        if cache
+            .get_srv_keyspace("c1", "other")
+            .await
+            .is_ok_and(|s| s.partitions.len() == 3)
+        {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        recovered,
+        "the cache re-watches a record it could not read at first"
+    );
+
+    ts.delete_srv_keyspace("c1", "ks").await.unwrap();
+    let mut gone = false;
+    for _ in 0..100 {
+        if cache
+            .get_srv_keyspace("c1", "ks")
+            .await
+            .is_err_and(|e| e.is_no_node())
+        {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "a deleted record is no longer served");
+}
