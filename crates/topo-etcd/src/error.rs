@@ -11,7 +11,11 @@ pub(crate) fn convert(err: etcd_client::Error, path: &str) -> TopoError {
             Code::Unavailable | Code::DeadlineExceeded => {
                 TopoError::Timeout(format!("{path}: {}", status.message()))
             }
+            // etcd's own "too large", and tonic's client-side message limit (OutOfRange).
             Code::ResourceExhausted => {
+                TopoError::ResourceExhausted(format!("{path}: {}", status.message()))
+            }
+            Code::OutOfRange if status.message().contains("message length too large") => {
                 TopoError::ResourceExhausted(format!("{path}: {}", status.message()))
             }
             Code::Cancelled => TopoError::Interrupted(path.to_string()),
@@ -49,6 +53,15 @@ mod tests {
         assert!(convert(st(tonic::Code::Unavailable), "/k").is(topo_core::ErrorKind::Timeout));
         assert!(convert(st(tonic::Code::ResourceExhausted), "/k")
             .is(topo_core::ErrorKind::ResourceExhausted));
+        let too_large = etcd_client::Error::GRpcStatus(tonic::Status::out_of_range(
+            "Error, decoded message length too large: found 5000000 bytes, the limit is: 4194304 bytes",
+        ));
+        assert!(convert(too_large, "/k").is(topo_core::ErrorKind::ResourceExhausted));
+        // etcd's compaction error is OutOfRange too, and is not about size.
+        let compacted = etcd_client::Error::GRpcStatus(tonic::Status::out_of_range(
+            "etcdserver: mvcc: required revision has been compacted",
+        ));
+        assert!(convert(compacted, "/k").is(topo_core::ErrorKind::Backend));
         assert!(convert(st(tonic::Code::Cancelled), "/k").is(topo_core::ErrorKind::Interrupted));
         assert!(convert(st(tonic::Code::Internal), "/k").is(topo_core::ErrorKind::Backend));
         assert!(is_unavailable(&st(tonic::Code::Unavailable)));

@@ -45,8 +45,14 @@ pub(crate) const BACKEND: &str = "etcd2";
 const ATTEMPTS: u32 = 4;
 /// The first pause between attempts; it doubles each time.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-/// Keys per page of a prefix read (halved while the server answers "too large").
-const PAGE: i64 = 1000;
+/// Bytes one page of a prefix read aims at: well below the usual 2 to 4 MiB gRPC message
+/// limits (a single etcd value is at most 1.5 MiB by default, so one key always fits).
+const PAGE_BYTES: usize = 1 << 20;
+/// Keys in the first page of a prefix read with values; later pages are sized from the
+/// bytes per key seen so far (and halved while a response is still too large).
+const FIRST_PAGE: i64 = 64;
+/// Most keys in one page.
+const MAX_PAGE: i64 = 10_000;
 
 /// TLS files for the client (Vitess's `--topo-etcd-tls-ca`, `-cert`, `-key`).
 #[derive(Clone, Debug, Default)]
@@ -238,44 +244,46 @@ impl EtcdConn {
         path::strip_root(&self.root, key).unwrap_or_else(|| key.to_string())
     }
 
-    /// Runs `op` on the client under the remote-operation timeout, retrying on another
-    /// endpoint while endpoints are unavailable. A refused connection sent nothing, so a
-    /// retry is safe; after a connection broke mid-call a conditional write that did apply
-    /// can come back as a conflict (`BadVersion` / `NodeExists`), never as a silent double
-    /// write.
+    /// Runs `op` on the client, the whole call (retries included) under the
+    /// remote-operation timeout, retrying on another endpoint while endpoints are
+    /// unavailable. A refused connection sent nothing, so a retry is safe; after a
+    /// connection broke mid-call a conditional write that did apply can come back as a
+    /// conflict (`BadVersion` / `NodeExists`), never as a silent double write.
     pub(crate) async fn call<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
     where
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
+        let deadline = tokio::time::Instant::now() + self.options.remote_operation_timeout;
         let mut backoff = FIRST_BACKOFF;
-        for attempt in 1..=ATTEMPTS {
-            match tokio::time::timeout(
-                self.options.remote_operation_timeout,
-                op(self.client.clone()),
-            )
-            .await
-            {
+        let mut attempt = 1;
+        loop {
+            let err = match tokio::time::timeout_at(deadline, op(self.client.clone())).await {
                 Err(_) => return Err(TopoError::Timeout(what.to_string())),
                 Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) if is_unavailable(&e) && attempt < ATTEMPTS => {
-                    tracing::debug!(what, attempt, "etcd endpoint unavailable, retrying: {e}");
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                }
-                Ok(Err(e)) => return Err(convert(e, what)),
+                Ok(Err(e)) => e,
+            };
+            if attempt == ATTEMPTS
+                || !is_unavailable(&err)
+                || tokio::time::Instant::now() + backoff >= deadline
+            {
+                return Err(convert(err, what));
             }
+            tracing::debug!(what, attempt, "etcd endpoint unavailable, retrying: {err}");
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+            attempt += 1;
         }
-        unreachable!("the last attempt returns")
     }
 
     /// Every key with `prefix` (pinned to one revision across pages), and that revision.
+    /// Pages are sized so that each response stays near [`PAGE_BYTES`].
     pub(crate) async fn range(&self, prefix: &str, keys_only: bool) -> Result<(Vec<Item>, i64)> {
         let end = prefix_end(prefix.as_bytes());
         let mut start = prefix.as_bytes().to_vec();
         let mut revision = 0;
-        let mut page = PAGE;
-        let mut out = Vec::new();
+        let mut page = if keys_only { MAX_PAGE } else { FIRST_PAGE };
+        let (mut seen_bytes, mut out) = (0usize, Vec::new());
         loop {
             let mut opts = GetOptions::new().with_range(end.clone()).with_limit(page);
             if keys_only {
@@ -292,7 +300,8 @@ impl EtcdConn {
                 })
                 .await
             {
-                Err(TopoError::ResourceExhausted(_)) if page > 1 => {
+                Err(TopoError::ResourceExhausted(why)) if page > 1 => {
+                    tracing::debug!(prefix, page, "range page too large, halving: {why}");
                     page /= 2;
                     continue;
                 }
@@ -302,6 +311,7 @@ impl EtcdConn {
                 revision = resp.header().map(|h| h.revision()).unwrap_or(0);
             }
             for kv in resp.kvs() {
+                seen_bytes += kv.key().len() + kv.value().len();
                 out.push(Item {
                     key: String::from_utf8_lossy(kv.key()).into_owned(),
                     value: kv.value().to_vec(),
@@ -316,6 +326,10 @@ impl EtcdConn {
                 }
                 _ => return Ok((out, revision)),
             }
+            let per_key = (seen_bytes / out.len()).max(1);
+            page = i64::try_from(PAGE_BYTES / per_key)
+                .unwrap_or(MAX_PAGE)
+                .clamp(1, MAX_PAGE);
         }
     }
 

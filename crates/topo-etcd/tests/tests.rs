@@ -182,4 +182,14 @@ async fn large_lists_are_paged() {
     let all = conn.list("/tablets/").await.unwrap();
     assert_eq!(all.len(), 1500);
     assert_eq!(conn.list_dir("/tablets", false).await.unwrap().len(), 1500);
+    // Together far over the client's 4 MiB message limit; one of them fits in a page.
+    let big = vec![b'y'; 1 << 20];
+    for i in 0..6 {
+        conn.create(&format!("/big/{i}"), &big).await.unwrap();
+    }
+    let all = conn.list("/big/").await.unwrap();
+    assert_eq!(all.len(), 6);
+    assert!(all.iter().all(|kv| kv.value == big));
+    let (initial, _changes) = conn.watch_recursive("/big").await.unwrap();
+    assert_eq!(initial.len(), 6);
 }
