@@ -1,8 +1,6 @@
 //! Elections as Vitess's etcd2topo runs them: each participant holds a lock key under
 //! `elections/<name>/locks/` whose value is its id; the key with the lowest revision leads.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use etcd_client::{GetOptions, SortOrder, SortTarget};
 use futures::StreamExt;
@@ -13,9 +11,6 @@ use topo_core::{Conn, LeaderParticipation, LockDescriptor, Result, TopoError, Wa
 
 use crate::lock::{acquire_lock, EtcdLock, Kind};
 use crate::EtcdConn;
-
-/// How often a leader re-checks its lease and key when nothing changes.
-const CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 /// An election participant.
 #[derive(Debug)]
@@ -75,10 +70,11 @@ impl LeaderParticipation for EtcdElection {
             lock = acquire_lock(&self.conn, &self.dir, &self.id, self.conn.options.lease_ttl, Kind::Named) => lock?,
         };
         let lost = self.stop.child_token();
-        // Leadership ends when our key goes (lease expiry, someone deleting it).
-        let (conn, key, token) = (self.conn.clone(), lock.key().to_string(), lost.clone());
-        let rel = topo_core::path::strip_root(&conn.root, &key).unwrap_or_default();
-        let watch = conn.watch(&rel).await;
+        // Leadership ends when our key goes (someone deleting it, the lease expiring on the
+        // server) or when our keep-alive gives the lease up.
+        let (key, token, lease_lost) = (lock.key().to_string(), lost.clone(), lock.lost_token());
+        let rel = topo_core::path::strip_root(&self.conn.root, &key).unwrap_or_default();
+        let watch = self.conn.watch(&rel).await;
         tokio::spawn(async move {
             let Ok((_, mut changes)) = watch else {
                 token.cancel();
@@ -87,29 +83,13 @@ impl LeaderParticipation for EtcdElection {
             loop {
                 tokio::select! {
                     _ = token.cancelled() => return,
+                    _ = lease_lost.cancelled() => break,
                     item = changes.next() => if !matches!(item, Some(Ok(_))) {
-                        token.cancel();
-                        return;
+                        break;
                     },
                 }
             }
-        });
-        let (lost_flag, token2) = (lost.clone(), lost.clone());
-        let state_probe = lock.fence();
-        let conn2 = self.conn.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = token2.cancelled() => return,
-                    _ = tokio::time::sleep(CHECK_INTERVAL) => {}
-                }
-                let rel =
-                    topo_core::path::strip_root(&conn2.root, state_probe.key()).unwrap_or_default();
-                if conn2.get(&rel).await.is_err_and(|e| e.is_no_node()) {
-                    lost_flag.cancel();
-                    return;
-                }
-            }
+            token.cancel();
         });
         *held = Some((lock, lost.clone()));
         Ok(lost)

@@ -3,9 +3,9 @@
 //!
 //! An uncontended acquisition takes two round trips: a lease grant, then one transaction
 //! that writes the lock key and reads the queue head (and the directory, for `lock`).
+//! `try_lock` writes its key only if no lock key exists (a range compare in the same
+//! transaction), so a failed attempt never stands in anyone's queue.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -32,11 +32,6 @@ pub(crate) enum Kind {
     Try,
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct LeaseState {
-    lost: AtomicBool,
-}
-
 /// A lock key of this client: queued or held. Dropping it revokes the lease.
 #[derive(Debug)]
 pub(crate) struct EtcdLock {
@@ -45,7 +40,8 @@ pub(crate) struct EtcdLock {
     key: String,
     lease: i64,
     token: u64,
-    state: Arc<LeaseState>,
+    /// Cancelled by the keep-alive task once the lease is gone (or unrenewed for a TTL).
+    lost: CancellationToken,
     keepalive: CancellationToken,
     released: bool,
 }
@@ -88,39 +84,42 @@ pub(crate) async fn acquire_lock(
     let dir_prefix = path::dir_prefix(&conn.root, dir)?;
     let locks_prefix = format!("{}/locks/", dir_key.trim_end_matches('/'));
     let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).max(1);
-    let lease = conn
+    let grant = conn
         .call(&dir_key, |mut c| async move {
             c.lease_grant(ttl_secs, None).await
         })
-        .await?
-        .id();
+        .await?;
+    let (lease, granted) = (grant.id(), secs(grant.ttl()));
     let key = format!("{locks_prefix}{lease}");
     // From here on the lease is revoked if we fail or are dropped.
-    let mut lock = EtcdLock::new(conn.clone(), rel_dir.clone(), key.clone(), lease, ttl);
+    let mut lock = EtcdLock::new(conn.clone(), rel_dir.clone(), key.clone(), lease, granted);
     let queue_head = GetOptions::new()
         .with_prefix()
         .with_sort(SortTarget::Create, SortOrder::Ascend)
         .with_limit(1);
-    let txn = Txn::new()
-        .when(vec![Compare::version(key.as_str(), CompareOp::Equal, 0)])
-        .and_then(vec![
-            TxnOp::put(
-                key.as_str(),
-                contents,
-                Some(PutOptions::new().with_lease(lease)),
+    let mut when = vec![Compare::version(key.as_str(), CompareOp::Equal, 0)];
+    if kind == Kind::Try {
+        // Every key under the prefix must have version 0: none exists.
+        when.push(Compare::version(locks_prefix.as_str(), CompareOp::Equal, 0).with_prefix());
+    }
+    let txn = Txn::new().when(when).and_then(vec![
+        TxnOp::put(
+            key.as_str(),
+            contents,
+            Some(PutOptions::new().with_lease(lease)),
+        ),
+        TxnOp::get(locks_prefix.as_str(), Some(queue_head)),
+        // Two keys at most: ours, and anything else in the directory.
+        TxnOp::get(
+            dir_prefix.as_str(),
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_keys_only()
+                    .with_limit(2),
             ),
-            TxnOp::get(locks_prefix.as_str(), Some(queue_head)),
-            // Two keys at most: ours, and anything else in the directory.
-            TxnOp::get(
-                dir_prefix.as_str(),
-                Some(
-                    GetOptions::new()
-                        .with_prefix()
-                        .with_keys_only()
-                        .with_limit(2),
-                ),
-            ),
-        ]);
+        ),
+    ]);
     let resp = conn
         .call(&dir_key, |mut c| {
             let txn = txn.clone();
@@ -128,10 +127,8 @@ pub(crate) async fn acquire_lock(
         })
         .await?;
     if !resp.succeeded() {
-        return Err(TopoError::backend_msg(
-            crate::BACKEND,
-            format!("lock key {key} already exists"),
-        ));
+        // Our lease is new, so its key cannot exist: the lock is held.
+        return Err(held_error(&rel_dir));
     }
     let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
     lock.token = revision as u64;
@@ -150,23 +147,32 @@ pub(crate) async fn acquire_lock(
         return Ok(lock);
     }
     if kind == Kind::Try {
-        return Err(TopoError::NodeExists(format!(
-            "lock already exists at path {rel_dir}"
-        )));
+        // The compare left ours the only key, so this is not reached; a try never waits.
+        return Err(held_error(&rel_dir));
     }
     lock.wait(&locks_prefix, revision).await?;
     Ok(lock)
 }
 
+/// Vitess's message for a lock someone holds.
+fn held_error(rel_dir: &str) -> TopoError {
+    TopoError::NodeExists(format!("lock already exists at path {rel_dir}"))
+}
+
+/// A TTL in seconds as etcd reports it (never below one second).
+fn secs(ttl: i64) -> Duration {
+    Duration::from_secs(u64::try_from(ttl).unwrap_or(0).max(1))
+}
+
 impl EtcdLock {
     fn new(conn: EtcdConn, dir: String, key: String, lease: i64, ttl: Duration) -> Self {
-        let state = Arc::new(LeaseState::default());
+        let lost = CancellationToken::new();
         let keepalive = CancellationToken::new();
         tokio::spawn(keep_alive(
             conn.clone(),
             lease,
             ttl,
-            state.clone(),
+            lost.clone(),
             keepalive.clone(),
         ));
         EtcdLock {
@@ -175,15 +181,19 @@ impl EtcdLock {
             key,
             lease,
             token: 0,
-            state,
+            lost,
             keepalive,
             released: false,
         }
     }
 
-    /// The lease's shared state (for elections, which watch it).
-    pub(crate) fn is_lost(&self) -> bool {
-        self.state.lost.load(Ordering::Relaxed)
+    fn is_lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+
+    /// A token cancelled when the lease is lost (for elections).
+    pub(crate) fn lost_token(&self) -> CancellationToken {
+        self.lost.clone()
     }
 
     /// The lock key.
@@ -266,52 +276,55 @@ impl EtcdLock {
     }
 }
 
+/// Renews `lease` every third of its TTL until `stop`, over one keep-alive stream (opened
+/// again after a failure). Cancels `lost` when the server says the lease is gone, or when
+/// no renewal succeeded for a whole TTL: counted from when the last successful renewal was
+/// sent, so the server cannot have kept the lease longer than we believe.
 async fn keep_alive(
     conn: EtcdConn,
     lease: i64,
-    ttl: Duration,
-    state: Arc<LeaseState>,
+    mut ttl: Duration,
+    lost: CancellationToken,
     stop: CancellationToken,
 ) {
-    let period = (ttl / 3).max(Duration::from_millis(100));
     let mut last_ok = Instant::now();
     let mut stream = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(period) => {}
+            _ = tokio::time::sleep((ttl / 3).max(Duration::from_millis(100))) => {}
         }
         // Every attempt ends by the time the lease would expire unrenewed: a member that
         // hangs must not keep us from noticing.
         let deadline = (Instant::now() + conn.options.remote_operation_timeout).min(last_ok + ttl);
+        let sent = Instant::now();
         let attempt = async {
-            if stream.is_none() {
-                let mut client = conn.client.clone();
-                stream = Some(client.lease_keep_alive(lease).await?);
-            }
-            let (keeper, responses) = stream.as_mut().expect("opened above");
+            let (mut keeper, mut responses) = match stream.take() {
+                Some(s) => s,
+                None => conn.client.clone().lease_keep_alive(lease).await?,
+            };
             keeper.keep_alive().await?;
-            responses.message().await
+            let resp = responses.message().await?;
+            Ok::<_, etcd_client::Error>((resp, (keeper, responses)))
         };
         match tokio::time::timeout_at(deadline.into(), attempt).await {
-            Ok(Ok(Some(r))) if r.ttl() > 0 => last_ok = Instant::now(),
-            Ok(Ok(Some(_))) => {
+            Ok(Ok((Some(r), s))) if r.ttl() > 0 => {
+                last_ok = sent;
+                ttl = secs(r.ttl());
+                stream = Some(s);
+            }
+            Ok(Ok((Some(_), _))) => {
                 tracing::warn!(lease, "the lock's lease expired");
-                state.lost.store(true, Ordering::Relaxed);
+                lost.cancel();
                 return;
             }
-            other => {
-                tracing::debug!(
-                    lease,
-                    "lease keep-alive failed ({:?}); reconnecting",
-                    other.map(|r| r.map(|_| ()))
-                );
-                stream = None;
-            }
+            Ok(Ok((None, _))) => tracing::debug!(lease, "lease keep-alive stream ended"),
+            Ok(Err(e)) => tracing::debug!(lease, "lease keep-alive failed: {e}"),
+            Err(_) => tracing::debug!(lease, "lease keep-alive timed out"),
         }
         if last_ok.elapsed() >= ttl {
             tracing::warn!(lease, "no lease renewal for a whole TTL: the lock is lost");
-            state.lost.store(true, Ordering::Relaxed);
+            lost.cancel();
             return;
         }
     }
@@ -329,25 +342,21 @@ impl LockDescriptor for EtcdLock {
         Fence::new(self.dir.clone(), self.key.clone(), self.token)
     }
     async fn check(&self) -> Result<()> {
+        let lost = || TopoError::LockLost(self.dir.clone());
         if self.is_lost() {
-            return Err(TopoError::LockLost(self.dir.clone()));
+            return Err(lost());
         }
         let key = self.key.clone();
-        let resp = self
-            .conn
-            .call(&key, |mut c| {
-                let key = key.clone();
-                async move { c.get(key, None).await }
-            })
-            .await
-            // While the server is unreachable, a lease given up for lost is lost.
-            .map_err(|e| {
-                if self.is_lost() {
-                    TopoError::LockLost(self.dir.clone())
-                } else {
-                    e
-                }
-            })?;
+        let read = self.conn.call(&key, |mut c| {
+            let key = key.clone();
+            async move { c.get(key, None).await }
+        });
+        // While the server does not answer, the lease running out decides.
+        let resp = tokio::select! {
+            biased;
+            _ = self.lost.cancelled() => return Err(lost()),
+            r = read => r.map_err(|e| if self.is_lost() { lost() } else { e })?,
+        };
         match resp.kvs().first() {
             Some(kv) if kv.create_revision() as u64 == self.token => Ok(()),
             _ => Err(TopoError::LockLost(self.dir.clone())),

@@ -193,3 +193,47 @@ async fn large_lists_are_paged() {
     let (initial, _changes) = conn.watch_recursive("/big").await.unwrap();
     assert_eq!(initial.len(), 6);
 }
+
+/// A `try_lock` that finds the lock held writes nothing: no key of it ever stands in the
+/// queue (where a Vitess locker would wait behind it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_try_lock_writes_no_key() {
+    let Some(endpoints) = shared(false) else {
+        return;
+    };
+    let root = topo_core::conformance::fresh_root("try_lock_no_key");
+    let conn = EtcdConn::connect(&endpoints, &root, options())
+        .await
+        .unwrap();
+    conn.create("/keyspaces/ks/Keyspace", b"").await.unwrap();
+    let held = conn.lock("/keyspaces/ks", "holder").await.unwrap();
+    let mut raw = etcd_client::Client::connect([endpoints.split(',').next().unwrap()], None)
+        .await
+        .unwrap();
+    let locks = format!("{root}/keyspaces/ks/locks/");
+    let mut events = raw
+        .watch(
+            locks.as_str(),
+            Some(etcd_client::WatchOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let err = conn.try_lock("/keyspaces/ks", "try").await.unwrap_err();
+        assert!(err.is(topo_core::ErrorKind::NodeExists), "{err}");
+    }
+    held.unlock().await.unwrap();
+    // Events arrive in revision order: everything the tries wrote comes before the
+    // holder's deletion.
+    let mut puts = Vec::new();
+    'outer: while let Some(msg) = events.message().await.unwrap() {
+        for ev in msg.events() {
+            let kv = ev.kv().unwrap();
+            match ev.event_type() {
+                etcd_client::EventType::Put => puts.push(kv.key_str().unwrap().to_string()),
+                etcd_client::EventType::Delete => break 'outer,
+            }
+        }
+    }
+    assert!(puts.is_empty(), "failed tries wrote {puts:?}");
+}
