@@ -24,7 +24,6 @@ mod watch;
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +31,7 @@ use async_trait::async_trait;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse,
 };
+use tokio_util::sync::CancellationToken;
 use topo_core::{
     path, Conn, DirEntry, Factory, Fence, KvInfo, LeaderParticipation, LockGuard, RecursiveChange,
     Result, TopoError, Version, WatchData, WatchStream,
@@ -125,7 +125,8 @@ pub struct EtcdConn {
     client: Client,
     root: String,
     options: EtcdOptions,
-    closed: Arc<AtomicBool>,
+    /// Cancelled by `close`: calls fail, watches end, held locks are released.
+    closed: CancellationToken,
 }
 
 impl std::fmt::Debug for EtcdConn {
@@ -229,12 +230,12 @@ impl EtcdConn {
             client,
             root: path::clean(&format!("/{root}")),
             options,
-            closed: Arc::new(AtomicBool::new(false)),
+            closed: CancellationToken::new(),
         })
     }
 
     fn key(&self, rel: &str) -> Result<String> {
-        if self.closed.load(Ordering::Relaxed) {
+        if self.closed.is_cancelled() {
             return Err(TopoError::Interrupted(format!("{rel}: connection closed")));
         }
         path::join(&self.root, rel)
@@ -612,7 +613,7 @@ impl Conn for EtcdConn {
     }
 
     async fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
+        self.closed.cancel();
     }
 }
 

@@ -205,6 +205,12 @@ impl EtcdLock {
     /// by watching the immediate predecessor for its deletion.
     async fn wait(&self, locks_prefix: &str, revision: i64) -> Result<()> {
         loop {
+            if self.conn.closed.is_cancelled() {
+                return Err(TopoError::Interrupted(format!(
+                    "{}: connection closed",
+                    self.dir
+                )));
+            }
             if self.is_lost() {
                 return Err(TopoError::LockLost(self.dir.clone()));
             }
@@ -255,7 +261,10 @@ impl EtcdLock {
                     }
                 }
             };
-            let _ = tokio::time::timeout(Duration::from_secs(5), deleted).await;
+            tokio::select! {
+                _ = self.conn.closed.cancelled() => {}
+                _ = tokio::time::timeout(Duration::from_secs(5), deleted) => {}
+            }
         }
     }
 
@@ -292,6 +301,16 @@ async fn keep_alive(
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
+            _ = conn.closed.cancelled() => {
+                // A closed connection releases what it holds.
+                if let Err(e) = conn.call("lease revoke", |mut c| async move {
+                    c.lease_revoke(lease).await
+                }).await {
+                    tracing::debug!(lease, "revoking a lease at close: {e}");
+                }
+                lost.cancel();
+                return;
+            }
             _ = tokio::time::sleep((ttl / 3).max(Duration::from_millis(100))) => {}
         }
         // Every attempt ends by the time the lease would expire unrenewed: a member that

@@ -11,6 +11,7 @@ use std::time::Duration;
 use etcd_client::{EventType, WatchOptions};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_util::sync::CancellationToken;
 use topo_core::{RecursiveChange, Result, TopoError, Version, WatchData, WatchStream};
 
 use crate::EtcdConn;
@@ -118,6 +119,7 @@ pub(crate) async fn watch_file(
     let start = resp.header().map(|h| h.revision()).unwrap_or(0) + 1;
     let (tx, rx) = mpsc::unbounded_channel();
     let (tx2, conn2, key2) = (tx.clone(), conn.clone(), key.clone());
+    let closed = conn.closed.clone();
     let task = run(
         conn,
         key.clone(),
@@ -164,7 +166,7 @@ pub(crate) async fn watch_file(
             }
         },
     );
-    spawn_until_dropped(task, rx, rel).map(|s| (current, s))
+    spawn_until_dropped(task, closed, rx, rel).map(|s| (current, s))
 }
 
 /// Watches every file under a prefix.
@@ -196,6 +198,7 @@ pub(crate) async fn watch_prefix(
     let known3 = known2.clone();
     let (tx, rx) = mpsc::unbounded_channel();
     let (tx2, conn2, prefix2, to_rel2) = (tx.clone(), conn.clone(), prefix.clone(), to_rel.clone());
+    let closed = conn.closed.clone();
     let task = run(
         conn,
         prefix.clone(),
@@ -272,16 +275,23 @@ pub(crate) async fn watch_prefix(
             }
         },
     );
-    spawn_until_dropped(task, rx, rel).map(|s| (initial, s))
+    spawn_until_dropped(task, closed, rx, rel).map(|s| (initial, s))
 }
 
-/// Runs `task` until it ends or the stream's receiver is dropped.
+/// Runs `task` until it ends, the stream's receiver is dropped, or the connection is
+/// closed (the stream then ends with `Interrupted`, the contract's final error).
 fn spawn_until_dropped<T: Send + 'static>(
     task: impl std::future::Future<Output = ()> + Send + 'static,
+    closed: CancellationToken,
     rx: mpsc::UnboundedReceiver<Result<T>>,
     rel: &str,
 ) -> Result<WatchStream<T>> {
-    let handle = tokio::spawn(task);
+    let handle = tokio::spawn(async move {
+        tokio::select! {
+            _ = closed.cancelled() => {}
+            _ = task => {}
+        }
+    });
     let stream = UnboundedReceiverStream::new(rx);
     // Dropping the stream aborts the task (and so closes the etcd watch).
     let guard = AbortOnDrop(handle);

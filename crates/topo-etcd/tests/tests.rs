@@ -237,3 +237,40 @@ async fn failed_try_lock_writes_no_key() {
     }
     assert!(puts.is_empty(), "failed tries wrote {puts:?}");
 }
+
+/// Closing a connection releases its locks, ends its watches and refuses later calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_releases_locks_and_ends_watches() {
+    let Some(endpoints) = shared(false) else {
+        return;
+    };
+    let root = topo_core::conformance::fresh_root("close");
+    let conn = EtcdConn::connect(&endpoints, &root, options())
+        .await
+        .unwrap();
+    let other = EtcdConn::connect(&endpoints, &root, options())
+        .await
+        .unwrap();
+    conn.create("/keyspaces/ks/Keyspace", b"").await.unwrap();
+    let held = conn.lock("/keyspaces/ks", "closing").await.unwrap();
+    let (_, mut changes) = conn.watch("/keyspaces/ks/Keyspace").await.unwrap();
+    conn.close().await;
+    let next = tokio::time::timeout(Duration::from_secs(20), other.lock("/keyspaces/ks", "next"))
+        .await
+        .expect("the closed connection's lock is released")
+        .unwrap();
+    let end = tokio::time::timeout(
+        Duration::from_secs(20),
+        futures::StreamExt::next(&mut changes),
+    )
+    .await
+    .expect("the watch ends");
+    assert!(
+        matches!(&end, Some(Err(e)) if e.is(topo_core::ErrorKind::Interrupted)),
+        "{end:?}"
+    );
+    let err = conn.get("/keyspaces/ks/Keyspace").await.unwrap_err();
+    assert!(err.is(topo_core::ErrorKind::Interrupted), "{err}");
+    assert!(held.check().await.is_err());
+    next.unlock().await.unwrap();
+}
