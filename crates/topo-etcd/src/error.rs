@@ -18,6 +18,10 @@ pub(crate) fn convert(err: etcd_client::Error, path: &str) -> TopoError {
             Code::OutOfRange if status.message().contains("message length too large") => {
                 TopoError::ResourceExhausted(format!("{path}: {}", status.message()))
             }
+            // A read at a revision compacted away (or not reached yet): no such version.
+            Code::OutOfRange if status.message().contains("required revision") => {
+                TopoError::NoNode(path.to_string())
+            }
             Code::Cancelled => TopoError::Interrupted(path.to_string()),
             _ => TopoError::backend(crate::BACKEND, path.to_string(), err),
         },
@@ -57,11 +61,13 @@ mod tests {
             "Error, decoded message length too large: found 5000000 bytes, the limit is: 4194304 bytes",
         ));
         assert!(convert(too_large, "/k").is(topo_core::ErrorKind::ResourceExhausted));
-        // etcd's compaction error is OutOfRange too, and is not about size.
+        // etcd's compaction error is OutOfRange too, and is about a version that is gone.
         let compacted = etcd_client::Error::GRpcStatus(tonic::Status::out_of_range(
             "etcdserver: mvcc: required revision has been compacted",
         ));
-        assert!(convert(compacted, "/k").is(topo_core::ErrorKind::Backend));
+        assert!(convert(compacted, "/k").is_no_node());
+        let other = etcd_client::Error::GRpcStatus(tonic::Status::out_of_range("x"));
+        assert!(convert(other, "/k").is(topo_core::ErrorKind::Backend));
         assert!(convert(st(tonic::Code::Cancelled), "/k").is(topo_core::ErrorKind::Interrupted));
         assert!(convert(st(tonic::Code::Internal), "/k").is(topo_core::ErrorKind::Backend));
         assert!(is_unavailable(&st(tonic::Code::Unavailable)));

@@ -306,6 +306,13 @@ impl EtcdConn {
                     page /= 2;
                     continue;
                 }
+                // The revision the pages are pinned to was compacted: read it all again.
+                Err(e) if e.is_no_node() && revision > 0 => {
+                    tracing::debug!(prefix, revision, "range revision compacted, restarting");
+                    (start, revision, seen_bytes) = (prefix.as_bytes().to_vec(), 0, 0);
+                    out.clear();
+                    continue;
+                }
                 other => other?,
             };
             if revision == 0 {
@@ -500,15 +507,16 @@ impl Conn for EtcdConn {
     async fn get_version(&self, path: &str, version: &Version) -> Result<Vec<u8>> {
         let key = self.key(path)?;
         let rev = version.raw();
+        let what = format!("{key} at version {rev}");
         let resp = self
-            .call(&key, |mut c| {
+            .call(&what, |mut c| {
                 let key = key.clone();
                 async move { c.get(key, Some(GetOptions::new().with_revision(rev))).await }
             })
             .await?;
         match resp.kvs().first() {
             Some(kv) => Ok(kv.value().to_vec()),
-            None => Err(TopoError::NoNode(format!("{key} at version {rev}"))),
+            None => Err(TopoError::NoNode(what)),
         }
     }
 

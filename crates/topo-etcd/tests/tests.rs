@@ -274,3 +274,27 @@ async fn close_releases_locks_and_ends_watches() {
     assert!(held.check().await.is_err());
     next.unlock().await.unwrap();
 }
+
+/// A version compacted away reads as `NoNode`, like one that never existed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_version_is_no_node() {
+    if !topo_testkit::require_binary("etcd", "etcd compaction test") {
+        return;
+    }
+    // Its own server: compacting the shared one would take versions from other tests.
+    let server = EtcdCluster::single().unwrap();
+    let endpoints = server.endpoints();
+    let conn = EtcdConn::connect(&endpoints, "/compacted", options())
+        .await
+        .unwrap();
+    let old = conn.create("/SrvVSchema", b"old").await.unwrap();
+    let new = conn.update("/SrvVSchema", b"new", None).await.unwrap();
+    assert_eq!(conn.get_version("/SrvVSchema", &old).await.unwrap(), b"old");
+    let mut raw = etcd_client::Client::connect([endpoints.split(',').next().unwrap()], None)
+        .await
+        .unwrap();
+    raw.compact(new.raw(), None).await.unwrap();
+    let err = conn.get_version("/SrvVSchema", &old).await.unwrap_err();
+    assert!(err.is_no_node(), "{err}");
+    assert_eq!(conn.get_version("/SrvVSchema", &new).await.unwrap(), b"new");
+}
