@@ -417,7 +417,7 @@ pub(crate) enum Command {
     #[command(name = "SourceShardAdd")]
     SourceShardAdd {
         /// Key range (hex, `start-end`).
-        #[arg(long = "key-range", alias = "key_range")]
+        #[arg(long = "key-range", alias = "key_range", allow_hyphen_values = true)]
         key_range: Option<String>,
         /// Tables.
         #[arg(long, value_delimiter = ',')]
@@ -816,8 +816,8 @@ pub(crate) struct GetTabletsArgs {
     /// Keyspace.
     #[arg(long, short = 'k')]
     pub(crate) keyspace: Option<String>,
-    /// Shard (needs --keyspace).
-    #[arg(long, short = 's', requires = "keyspace")]
+    /// Shard (needs --keyspace). Shard names start with `-` (`-80`), so values may.
+    #[arg(long, short = 's', requires = "keyspace", allow_hyphen_values = true)]
     pub(crate) shard: Option<String>,
     /// Only this tablet type.
     #[arg(long = "tablet-type", alias = "tablet_type")]
@@ -844,8 +844,8 @@ pub(crate) struct AddTabletArgs {
     /// Keyspace.
     #[arg(long)]
     pub(crate) keyspace: String,
-    /// Shard.
-    #[arg(long)]
+    /// Shard (`-80` is a value, not a flag).
+    #[arg(long, allow_hyphen_values = true)]
     pub(crate) shard: String,
     /// Tablet type (primary, replica, rdonly, ...).
     #[arg(long = "type", default_value = "replica")]

@@ -664,31 +664,93 @@ fn golden_records_print_as_vtctldclient_does() {
     }
 }
 
+fn readme() -> String {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::read_to_string(root.join("README.md")).expect("README.md")
+}
+
+/// The README's text from `heading` to the next heading of the same level.
+fn readme_section<'a>(readme: &'a str, heading: &str) -> &'a str {
+    let level = heading.split(' ').next().unwrap_or("##");
+    readme
+        .split(heading)
+        .nth(1)
+        .unwrap_or_else(|| panic!("README has no {heading:?}"))
+        .split(&format!("\n{level} "))
+        .next()
+        .unwrap_or_default()
+}
+
+/// The command lines (comments dropped) of the first ```sh block of `text`.
+fn first_sh_block(text: &str) -> Vec<&str> {
+    let block = text
+        .split("```sh")
+        .nth(1)
+        .expect("a ```sh block")
+        .split("```")
+        .next()
+        .unwrap_or_default();
+    block
+        .lines()
+        .map(|l| l.split(" #").next().unwrap_or_default().trim())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Every command of the README's tour of `topo` runs, in order, as written (through `sh`,
+/// so quoting is the reader's), and leaves what it promises.
+#[test]
+fn readme_tour_commands_work() {
+    let readme = readme();
+    let tour = first_sh_block(readme_section(&readme, "## The `topo` command"));
+    assert!(tour.len() > 5, "{tour:?}");
+    let env = Env::new();
+    let bin = assert_cmd::cargo::cargo_bin("topo");
+    let path = format!(
+        "{}:{}",
+        bin.parent().expect("bin dir").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for line in &tour {
+        assert!(line.starts_with("topo "), "{line}");
+        let out = std::process::Command::new("sh")
+            .args(["-c", line])
+            .current_dir(env.path())
+            .env("PATH", &path)
+            .env_remove("TOPO_IMPLEMENTATION")
+            .env_remove("TOPO_GLOBAL_SERVER_ADDRESS")
+            .env_remove("TOPO_GLOBAL_ROOT")
+            .output()
+            .expect("run sh");
+        assert!(
+            out.status.success(),
+            "README command {line:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let srv = env.json(&["GetSrvKeyspaces", "orders", "zone3"]);
+    let shards: Vec<&str> = srv["zone3"]["partitions"][0]["shard_references"]
+        .as_array()
+        .expect("shard references")
+        .iter()
+        .map(|r| r["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(shards, ["-80", "80-"]);
+    assert_eq!(
+        env.ok(&["GetTablets", "--keyspace", "orders", "--shard", "-80"])
+            .split(' ')
+            .next(),
+        Some("zone3-0000000300")
+    );
+}
+
 /// The README's quick start is exactly the two scripts, and the demo script runs `topo demo`.
 #[test]
 fn newcomer_commands_are_the_readme_ones() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let quick = readme
-        .split("## Quick start")
-        .nth(1)
-        .unwrap()
-        .split("\n## ")
-        .next()
-        .unwrap();
-    let block = quick
-        .split("```sh")
-        .nth(1)
-        .unwrap()
-        .split("```")
-        .next()
-        .unwrap();
-    let commands: Vec<&str> = block
-        .lines()
-        .map(|l| l.split('#').next().unwrap().trim())
-        .filter(|l| !l.is_empty())
-        .collect();
-    assert_eq!(commands, ["scripts/demo", "scripts/test"]);
+    let readme = readme();
+    let quick = readme_section(&readme, "## Quick start");
+    assert_eq!(first_sh_block(quick), ["scripts/demo", "scripts/test"]);
     let demo = std::fs::read_to_string(root.join("scripts/demo")).unwrap();
     assert!(demo.contains("-p topo -- demo"), "{demo}");
     // What the demo script runs, run here the way a newcomer's machine would.

@@ -83,7 +83,10 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
     let compact = cli.compact;
     let g = cli.global.clone();
     if let Command::Completion { shell } = &cli.command {
-        clap_complete::generate(*shell, &mut Cli::command(), "topo", &mut std::io::stdout());
+        // Generated into memory first: clap_complete panics when stdout closes early.
+        let mut script = Vec::new();
+        clap_complete::generate(*shell, &mut Cli::command(), "topo", &mut script);
+        let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), &script);
         return Ok(ExitCode::SUCCESS);
     }
     let ts = open(&g, &g.implementation, &g.server_address, &g.root).await?;
