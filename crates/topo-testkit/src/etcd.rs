@@ -86,7 +86,7 @@ impl EtcdCluster {
         Self::start(3, &["--heartbeat-interval=50", "--election-timeout=500"])
     }
 
-    /// Starts `n` members with TLS on the client port: `cert`/`key` for the server and, when
+    /// Starts one member with TLS on the client port: `cert`/`key` for the server and, when
     /// `client_ca` is given, client certificates required and checked against it.
     ///
     /// # Errors
@@ -241,23 +241,18 @@ impl EtcdCluster {
             ])
             .output()
             .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        // Each status names its member id and the leader id; the leader is the one whose
-        // own id equals the leader id.
-        let re_member = "\"member_id\":";
-        for (i, status) in text.split("{\"Endpoint\"").skip(1).enumerate() {
-            let field = |name: &str| {
-                status
-                    .split(name)
-                    .nth(1)
-                    .and_then(|r| r.split([',', '}']).next())
-                    .map(|s| s.trim().to_string())
-            };
-            if field(re_member).is_some() && field(re_member) == field("\"leader\":") {
-                return Some(i);
-            }
-        }
-        None
+        // One status per reachable endpoint; the leader is the member whose own id is the
+        // leader id it reports.
+        let statuses: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let leader = statuses.as_array()?.iter().find(|s| {
+            let status = &s["Status"];
+            let member = status["header"]["member_id"].as_u64();
+            member.is_some() && member == status["leader"].as_u64()
+        })?;
+        let endpoint = leader["Endpoint"].as_str()?;
+        self.members
+            .iter()
+            .position(|m| endpoint.ends_with(&m.client_addr()))
     }
 
     /// The peer port of member `i` (for tests that need it).
