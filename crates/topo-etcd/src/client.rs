@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions};
+use etcd_client::{Client, ConnectOptions, GetOptions, WatchOptions};
 use tokio_util::sync::CancellationToken;
 use topo_core::{path, Result, TopoError};
 
@@ -166,6 +166,26 @@ impl EtcdConn {
             tokio::time::sleep(backoff).await;
             backoff *= 2;
             attempt += 1;
+        }
+    }
+
+    /// Opens an etcd watch of `key`, bounded by the remote-operation timeout (a member that
+    /// hangs must not hold the caller forever); the stream itself has no bound: waiting is
+    /// its point.
+    pub(crate) async fn open_watch(
+        &self,
+        key: &str,
+        opts: WatchOptions,
+    ) -> Result<etcd_client::WatchStream> {
+        let mut client = self.client.clone();
+        match tokio::time::timeout(
+            self.options.remote_operation_timeout,
+            client.watch(key, Some(opts)),
+        )
+        .await
+        {
+            Ok(r) => r.map_err(|e| convert(e, key)),
+            Err(_) => Err(TopoError::Timeout(format!("{key}: opening a watch"))),
         }
     }
 

@@ -230,16 +230,13 @@ impl EtcdLock {
             let Some(pred) = resp.kvs().first() else {
                 return Ok(());
             };
-            let pred_key = pred.key().to_vec();
+            let pred_key = String::from_utf8_lossy(pred.key()).into_owned();
             let from = resp.header().map(|h| h.revision()).unwrap_or(revision);
             // The watch itself must not time out: waiting is the point. It ends when the
             // predecessor goes, or after a while to re-check (a missed event, a lost lease).
-            let mut client = self.conn.client.clone();
-            let mut stream = match client
-                .watch(
-                    pred_key.clone(),
-                    Some(WatchOptions::new().with_start_revision(from + 1)),
-                )
+            let mut stream = match self
+                .conn
+                .open_watch(&pred_key, WatchOptions::new().with_start_revision(from + 1))
                 .await
             {
                 Ok(s) => s,

@@ -45,8 +45,7 @@ async fn run<D, R, RF>(
         if prefix {
             opts = opts.with_prefix();
         }
-        let mut client = conn.client.clone();
-        let mut stream = match client.watch(key.clone(), Some(opts)).await {
+        let mut stream = match conn.open_watch(&key, opts).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(key, "opening an etcd watch: {e}; retrying in {backoff:?}");
