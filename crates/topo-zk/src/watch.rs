@@ -1,46 +1,49 @@
-//! Watches: a re-armed one-shot data watch per file, and ZooKeeper's persistent recursive
-//! watch for prefixes. Both survive reconnects inside the session (the server re-arms
-//! them) and end with an error when the session ends.
+//! Watches (Vitess's `watch.go`): a re-armed one-shot data watch per file, and ZooKeeper's
+//! persistent recursive watch for prefixes (which Vitess's zk backend lacks). Both survive
+//! reconnects inside the session (the client re-registers them) and end with an error when
+//! the session ends.
 
 use std::collections::BTreeSet;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use topo_core::{path, RecursiveChange, Result, TopoError, Version, WatchData, WatchStream};
-use zookeeper_client::{AddWatchMode, EventType};
+use topo_core::{RecursiveChange, Result, TopoError, Version, WatchData, WatchStream};
+use zookeeper_client::{AddWatchMode, EventType, OneshotWatcher, Permission, WatchedEvent};
 
-use crate::error::convert;
 use crate::ZkConn;
 
-/// Watches one file.
+/// `Interrupted` for an event that says the session ended, naming `key`.
+fn session_end(event: &WatchedEvent, key: &str) -> Option<TopoError> {
+    event.session_state.is_terminated().then(|| {
+        TopoError::Interrupted(format!(
+            "{key}: ZooKeeper session {:?}",
+            event.session_state
+        ))
+    })
+}
+
+/// Reads `key` and arms a one-shot data watch on it.
+async fn read_and_watch(conn: &ZkConn, key: &str) -> Result<(WatchData, OneshotWatcher)> {
+    let (contents, stat, watcher) = conn
+        .call(key, |c| async move { c.get_and_watch_data(key).await })
+        .await?;
+    Ok((
+        WatchData {
+            contents,
+            version: Version::new(i64::from(stat.version)),
+        },
+        watcher,
+    ))
+}
+
+/// Watches one file: the current value, then every change until it is deleted (`NoNode`)
+/// or the session ends (`Interrupted`).
 pub(crate) async fn watch_file(
     conn: ZkConn,
     rel: &str,
     key: String,
 ) -> Result<(WatchData, WatchStream<WatchData>)> {
-    let client = conn.client().await?;
-    let read = |client: std::sync::Arc<zookeeper_client::Client>, key: String| async move {
-        let r = client.get_and_watch_data(&key).await;
-        r.map(|(data, stat, w)| {
-            (
-                WatchData {
-                    contents: data,
-                    version: Version::new(i64::from(stat.version)),
-                },
-                w,
-            )
-        })
-    };
-    let (current, mut watcher) = match tokio::time::timeout(
-        conn.options().remote_operation_timeout,
-        read(client, key.clone()),
-    )
-    .await
-    {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => return Err(convert(e, &key)),
-        Err(_) => return Err(TopoError::Timeout(key)),
-    };
+    let (current, mut watcher) = read_and_watch(&conn, &key).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
@@ -48,22 +51,15 @@ pub(crate) async fn watch_file(
                 ev = watcher.changed() => ev,
                 _ = tx.closed() => return,
             };
-            if event.session_state.is_terminated() {
-                let _ = tx.send(Err(TopoError::Interrupted(format!(
-                    "{key}: ZooKeeper session {:?}",
-                    event.session_state
-                ))));
+            if let Some(e) = session_end(&event, &key) {
+                let _ = tx.send(Err(e));
                 return;
             }
             if event.event_type == EventType::NodeDeleted {
                 let _ = tx.send(Err(TopoError::NoNode(key)));
                 return;
             }
-            let next = match conn.client().await {
-                Ok(c) => read(c, key.clone()).await.map_err(|e| convert(e, &key)),
-                Err(e) => Err(e),
-            };
-            match next {
+            match read_and_watch(&conn, &key).await {
                 Ok((data, w)) => {
                     watcher = w;
                     if tx.send(Ok(data)).is_err() {
@@ -83,35 +79,37 @@ pub(crate) async fn watch_file(
     ))
 }
 
+/// Whether a newly created znode with empty data and no children is a file rather than a
+/// directory: both look alike, but files are created without the CREATE permission (Vitess's
+/// file ACL is ADMIN|READ|WRITE, its directory ACL all permissions).
+async fn is_empty_file(conn: &ZkConn, key: &str) -> Result<bool> {
+    let (acls, _) = conn
+        .call(key, |c| async move { c.get_acl(key).await })
+        .await?;
+    Ok(!acls.iter().any(|a| a.permission().has(Permission::CREATE)))
+}
+
 /// Watches every file below `key` with a persistent recursive watch.
 pub(crate) async fn watch_tree(
     conn: ZkConn,
     rel: &str,
     key: String,
 ) -> Result<(Vec<RecursiveChange>, WatchStream<RecursiveChange>)> {
-    let client = conn.client().await?;
     // Arm the watch before reading, so nothing between the read and the watch is missed.
-    let mut watcher = match tokio::time::timeout(
-        conn.options().remote_operation_timeout,
-        client.watch(&key, AddWatchMode::PersistentRecursive),
-    )
-    .await
-    {
-        Ok(Ok(w)) => w,
-        Ok(Err(e)) => return Err(convert(e, &key)),
-        Err(_) => return Err(TopoError::Timeout(key)),
-    };
+    let k = key.as_str();
+    let mut watcher = conn
+        .call(k, |c| async move {
+            c.watch(k, AddWatchMode::PersistentRecursive).await
+        })
+        .await?;
     let files = conn.walk(key.clone()).await?;
     let mut known: BTreeSet<String> = files.iter().map(|(k, _, _)| k.clone()).collect();
     let initial = files
         .into_iter()
         .filter(|(k, _, _)| *k != key)
-        .map(|(k, data, v)| RecursiveChange {
-            path: path::strip_root(&conn.root, &k).unwrap_or(k),
-            data: Some(WatchData {
-                contents: data,
-                version: Version::new(i64::from(v)),
-            }),
+        .map(|(k, contents, version)| RecursiveChange {
+            path: conn.rel(&k),
+            data: Some(WatchData { contents, version }),
         })
         .collect();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -121,43 +119,39 @@ pub(crate) async fn watch_tree(
                 ev = watcher.changed() => ev,
                 _ = tx.closed() => return,
             };
-            if event.event_type == EventType::Session {
-                if event.session_state.is_terminated() {
-                    let _ = tx.send(Err(TopoError::Interrupted(format!(
-                        "{key}: ZooKeeper session {:?}",
-                        event.session_state
-                    ))));
-                    return;
-                }
-                continue;
+            if let Some(e) = session_end(&event, &key) {
+                let _ = tx.send(Err(e));
+                return;
             }
-            let rel =
-                path::strip_root(&conn.root, &event.path).unwrap_or_else(|| event.path.clone());
+            let rel = conn.rel(&event.path);
             let change = match event.event_type {
                 EventType::NodeDeleted if known.remove(&event.path) => RecursiveChange {
                     path: rel,
                     data: None,
                 },
                 EventType::NodeCreated | EventType::NodeDataChanged => {
-                    let p = event.path.clone();
-                    let read = conn
-                        .call(&p.clone(), |c| async move { c.get_data(&p).await })
-                        .await;
-                    match read {
-                        // A directory znode has no data: only files are reported.
-                        Ok((data, stat))
-                            if !(data.is_empty() && event.event_type == EventType::NodeCreated) =>
+                    let file = match conn.get_key(&event.path).await {
+                        // A directory znode (empty, and either with children already or
+                        // made with directory permissions) is not reported.
+                        Ok((data, version))
+                            if data.is_empty() && event.event_type == EventType::NodeCreated =>
                         {
+                            match is_empty_file(&conn, &event.path).await {
+                                Ok(true) => Ok((data, version)),
+                                Ok(false) => continue,
+                                Err(e) => Err(e),
+                            }
+                        }
+                        other => other,
+                    };
+                    match file {
+                        Ok((contents, version)) => {
                             known.insert(event.path.clone());
                             RecursiveChange {
                                 path: rel,
-                                data: Some(WatchData {
-                                    contents: data,
-                                    version: Version::new(i64::from(stat.version)),
-                                }),
+                                data: Some(WatchData { contents, version }),
                             }
                         }
-                        Ok(_) => continue,
                         // Deleted again before we read it: its deletion event follows.
                         Err(e) if e.is_no_node() => continue,
                         Err(e) => {

@@ -1,0 +1,152 @@
+//! The ZooKeeper session behind a connection and the bounded calls made on it (Vitess's
+//! `zk_conn.go`).
+//!
+//! A dropped connection does not end the session: the client reconnects to a server of the
+//! ensemble within the session timeout, keeping ephemeral nodes and watches. Only an expired
+//! (or otherwise terminated) session is replaced, on the next call after it ended.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use topo_core::{Result, TopoError};
+use zookeeper_client::Client;
+
+use crate::error::convert;
+use crate::{ZkConn, ZkOptions};
+
+/// How many times an idempotent call is tried when the connection drops under it.
+const ATTEMPTS: u32 = 4;
+/// The pause before the first retry; doubled for each further one.
+const BACKOFF: Duration = Duration::from_millis(100);
+
+/// Credentials from the auth file: scheme and auth bytes.
+pub(crate) type Auth = Option<(String, Vec<u8>)>;
+
+/// The ZooKeeper session a connection uses, replaced only after it ended.
+#[derive(Debug)]
+pub(crate) struct Session {
+    addr: String,
+    pub(crate) options: ZkOptions,
+    auth: Auth,
+    /// The current client; a plain lock around an `Arc` keeps the per-call cost to a
+    /// reference-count increment.
+    client: std::sync::RwLock<Arc<Client>>,
+    /// Serialises making a new session.
+    reconnect: tokio::sync::Mutex<()>,
+}
+
+impl Session {
+    /// Connects a first session to `addr` (`host:port,…`).
+    pub(crate) async fn open(addr: &str, options: ZkOptions, auth: Auth) -> Result<Self> {
+        let client = Self::connect(addr, &options, &auth).await?;
+        Ok(Session {
+            addr: addr.to_string(),
+            options,
+            auth,
+            client: std::sync::RwLock::new(Arc::new(client)),
+            reconnect: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    async fn connect(addr: &str, options: &ZkOptions, auth: &Auth) -> Result<Client> {
+        let mut connector = Client::connector()
+            .with_session_timeout(options.session_timeout)
+            .with_connection_timeout(
+                options
+                    .remote_operation_timeout
+                    .min(options.session_timeout),
+            );
+        if let Some((scheme, a)) = auth {
+            connector = connector.with_auth(scheme, a);
+        }
+        let what = format!("connecting to ZooKeeper at {addr}");
+        bounded(options.remote_operation_timeout, &what, async {
+            connector.connect(addr).await.map_err(|e| convert(e, addr))
+        })
+        .await
+    }
+
+    /// The live client, making a new session when the current one has ended.
+    async fn client(&self) -> Result<Arc<Client>> {
+        let current = self.current();
+        if !current.state().is_terminated() {
+            return Ok(current);
+        }
+        let _one_at_a_time = self.reconnect.lock().await;
+        let current = self.current();
+        if !current.state().is_terminated() {
+            return Ok(current);
+        }
+        tracing::warn!(addr = %self.addr, state = ?current.state(), "ZooKeeper session ended; starting a new one");
+        let fresh = Arc::new(Self::connect(&self.addr, &self.options, &self.auth).await?);
+        *self.client.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+        Ok(fresh)
+    }
+
+    fn current(&self) -> Arc<Client> {
+        self.client
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl ZkConn {
+    /// The current session's client (a new session when the last one ended).
+    pub(crate) async fn client(&self) -> Result<Arc<Client>> {
+        self.session.client().await
+    }
+
+    /// Runs an idempotent `op` about `what`: retried with backoff when the connection drops
+    /// under it (the client reconnects within the session), all attempts together bounded
+    /// by the remote-operation timeout.
+    pub(crate) async fn call<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    where
+        F: Fn(Arc<Client>) -> Fut,
+        Fut: Future<Output = std::result::Result<T, zookeeper_client::Error>>,
+    {
+        let attempts = async {
+            let mut pause = BACKOFF;
+            let mut attempt = 1;
+            loop {
+                match op(self.client().await?).await {
+                    Err(zookeeper_client::Error::ConnectionLoss) if attempt < ATTEMPTS => {
+                        tracing::debug!(what, attempt, "ZooKeeper connection lost; retrying");
+                        tokio::time::sleep(pause).await;
+                        pause *= 2;
+                        attempt += 1;
+                    }
+                    r => return r.map_err(|e| convert(e, what)),
+                }
+            }
+        };
+        bounded(self.options().remote_operation_timeout, what, attempts).await
+    }
+
+    /// Runs `op` about `what` once, bounded by the remote-operation timeout: for writes
+    /// whose retry could misreport the outcome (a create that succeeded would come back
+    /// `NodeExists`, a versioned write `BadVersion`, a sequential create would queue twice).
+    pub(crate) async fn call_once<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    where
+        F: FnOnce(Arc<Client>) -> Fut,
+        Fut: Future<Output = std::result::Result<T, zookeeper_client::Error>>,
+    {
+        let client = self.client().await?;
+        bounded(self.options().remote_operation_timeout, what, async {
+            op(client).await.map_err(|e| convert(e, what))
+        })
+        .await
+    }
+}
+
+/// `fut`, or `Timeout` naming `what` when it takes longer than `limit`.
+pub(crate) async fn bounded<T>(
+    limit: Duration,
+    what: &str,
+    fut: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or_else(|_| Err(TopoError::Timeout(what.to_string())))
+}
