@@ -7,7 +7,7 @@
 //! - [`JsonForm::Pretty`]: enums by name (the number when unnamed), unpopulated fields
 //!   left out (`vtctldclient --compact`, and Vitess's `DecodeContent`).
 //!
-//! Parsing accepts either form. Text output is the protobuf text format.
+//! Parsing accepts either form. Text output is the protobuf text format, as Go writes it.
 
 use prost_reflect::{
     DeserializeOptions, DynamicMessage, Kind, MessageDescriptor, SerializeOptions,
@@ -51,48 +51,92 @@ pub fn to_json(bytes: &[u8], type_name: &str, form: JsonForm) -> Result<Value, T
             .skip_default_fields(true)
             .stringify_64_bit_integers(true),
     };
-    let mut value = msg
+    let value = msg
         .serialize_with_options(serde_json::value::Serializer, &options)
         .map_err(|e| TopoError::corrupt(type_name, e))?;
-    if form == JsonForm::Vtctld {
-        add_null_messages(&mut value, &desc);
-    }
-    Ok(value)
+    Ok(arrange(value, &desc, form))
 }
 
-/// protojson with unpopulated fields emits `null` for an unset singular message; the
-/// serializer leaves such fields out, so put them in, at every depth.
-fn add_null_messages(value: &mut Value, desc: &MessageDescriptor) {
-    let Value::Object(map) = value else { return };
-    for field in desc.fields() {
-        let Kind::Message(child) = field.kind() else {
+/// Puts a serialized message in protojson's layout: fields in declaration order (protojson
+/// walks fields in index order; the serializer uses number order), map entries sorted by
+/// key, floating-point numbers spelled as Go spells them, and, in the vtctld form, `null` for
+/// every unset singular message field (the serializer leaves those out).
+fn arrange(value: Value, desc: &MessageDescriptor, form: JsonForm) -> Value {
+    let Value::Object(mut fields) = value else {
+        return value;
+    };
+    let mut out = serde_json::Map::with_capacity(fields.len());
+    for name in desc.descriptor_proto().field.iter().map(|f| f.name()) {
+        let Some(field) = desc.get_field_by_name(name) else {
             continue;
         };
-        let name = field.name();
-        if field.is_map() {
-            let value_desc = child.map_entry_value_field();
-            if let (Kind::Message(vd), Some(Value::Object(entries))) =
-                (value_desc.kind(), map.get_mut(name))
-            {
-                for v in entries.values_mut() {
-                    add_null_messages(v, &vd);
-                }
+        let Some(v) = fields.remove(name) else {
+            let unset_message = matches!(field.kind(), Kind::Message(_))
+                && !field.is_list()
+                && !field.is_map()
+                && field.containing_oneof().is_none();
+            if form == JsonForm::Vtctld && unset_message {
+                out.insert(name.to_string(), Value::Null);
             }
-        } else if field.is_list() {
-            if let Some(Value::Array(items)) = map.get_mut(name) {
-                for v in items {
-                    add_null_messages(v, &child);
-                }
+            continue;
+        };
+        let v = match (field.kind(), v) {
+            (Kind::Message(entry), Value::Object(entries)) if field.is_map() => {
+                let value_kind = entry.map_entry_value_field().kind();
+                let mut entries: Vec<(String, Value)> = entries.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                Value::Object(
+                    entries
+                        .into_iter()
+                        .map(|(k, v)| (k, arrange_value(v, &value_kind, form)))
+                        .collect(),
+                )
             }
-        } else if field.containing_oneof().is_none() {
-            match map.get_mut(name) {
-                Some(v) => add_null_messages(v, &child),
-                None => {
-                    map.insert(name.to_string(), Value::Null);
-                }
-            }
-        }
+            (kind, Value::Array(items)) if field.is_list() => Value::Array(
+                items
+                    .into_iter()
+                    .map(|v| arrange_value(v, &kind, form))
+                    .collect(),
+            ),
+            (kind, v) => arrange_value(v, &kind, form),
+        };
+        out.insert(name.to_string(), v);
     }
+    // Anything the descriptor did not name (nothing, for a well-formed serialization) stays.
+    out.extend(fields);
+    Value::Object(out)
+}
+
+/// One field value, by its kind.
+fn arrange_value(value: Value, kind: &Kind, form: JsonForm) -> Value {
+    match (kind, value) {
+        (Kind::Message(child), v) => arrange(v, child, form),
+        (Kind::Double, Value::Number(n)) => go_float(n, false),
+        (Kind::Float, Value::Number(n)) => go_float(n, true),
+        (_, v) => v,
+    }
+}
+
+/// A float as protojson writes it: integral values without a fraction (`1`, not `1.0`), and a
+/// `float` field by its shortest 32-bit spelling (`0.1`, not `0.10000000149011612`).
+fn go_float(n: serde_json::Number, single: bool) -> Value {
+    let Some(mut f) = n.as_f64() else {
+        return Value::Number(n);
+    };
+    if single {
+        // The value came from an f32, so this cast is exact, and its shortest decimal is
+        // what Go prints.
+        f = format!("{}", f as f32).parse().unwrap_or(f);
+    }
+    // Integral values below 2^53 are exact as i64 and print without a fraction, as in Go.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    let negative_zero = f == 0.0 && f.is_sign_negative();
+    if f.fract() == 0.0 && f.abs() < EXACT && !negative_zero {
+        return Value::Number((f as i64).into());
+    }
+    serde_json::Number::from_f64(f)
+        .map(Value::Number)
+        .unwrap_or(Value::Number(n))
 }
 
 /// Renders a record as JSON.
@@ -135,13 +179,14 @@ pub fn from_json<M: Record>(json: &str) -> Result<M, TopoError> {
         .map_err(|e| TopoError::invalid(format!("invalid {} JSON: {e}", M::full_name())))
 }
 
-/// Renders `bytes` of type `type_name` in the protobuf text format.
+/// Renders `bytes` of type `type_name` in the protobuf text format as Go's
+/// `prototext.Format` writes it (TopoCat `--decode_proto`), without its final newline.
 ///
 /// # Errors
 /// As [`to_json`].
 pub fn to_text(bytes: &[u8], type_name: &str) -> Result<String, TopoError> {
     let desc = message_descriptor(type_name)?;
-    Ok(dynamic(bytes, desc)?.to_text_format())
+    Ok(crate::text::format(&dynamic(bytes, desc)?))
 }
 
 /// The message type stored in a topology file, chosen by its path as Vitess's
@@ -243,6 +288,41 @@ mod tests {
         assert_eq!(back, shard);
         let pretty = message_to_json(&shard, JsonForm::Pretty);
         assert!(pretty.get("source_shards").is_none());
+    }
+
+    #[test]
+    fn fields_in_declaration_order_and_floats_as_go_spells_them() {
+        let shard = Shard::default();
+        let v = message_to_json(&shard, JsonForm::Vtctld);
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        // primary_term_start_time (field 8) is declared second, as in Vitess.
+        assert_eq!(
+            keys,
+            [
+                "primary_alias",
+                "primary_term_start_time",
+                "key_range",
+                "source_shards",
+                "tablet_controls",
+                "is_primary_serving",
+                "vtorc_state"
+            ]
+        );
+        let rules = crate::vschema::MirrorRules {
+            rules: vec![
+                crate::vschema::MirrorRule {
+                    percent: 0.1,
+                    ..Default::default()
+                },
+                crate::vschema::MirrorRule {
+                    percent: 10.0,
+                    ..Default::default()
+                },
+            ],
+        };
+        let text = pretty_string(&message_to_json(&rules, JsonForm::Pretty));
+        assert!(text.contains("\"percent\": 0.1\n"), "{text}");
+        assert!(text.contains("\"percent\": 10\n"), "{text}");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //!   text format, and [`json::decode_content`] (Vitess's `DecodeContent`).
 //! - [`names`]: tablet aliases, key ranges and tablet types in their text forms.
 
+mod text;
 mod unknown;
 
 pub mod json;
@@ -193,6 +194,7 @@ mod tests {
             }
             let _ = Stored::<topodata::Tablet>::decode(&bytes, "/t/Tablet");
             let _ = json::to_json(&bytes, "topodata.SrvKeyspace", json::JsonForm::Vtctld);
+            let _ = json::to_text(&bytes, "topodata.Tablet");
         }
     }
 
@@ -207,6 +209,64 @@ mod tests {
                 .contains("/vitess/global/keyspaces/ks/shards/0/Shard"),
             "{err}"
         );
+    }
+
+    /// A ShardReplication whose nodes are (uid, unknown bytes of the node).
+    fn replication_bytes(nodes: &[(u32, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (uid, extra) in nodes {
+            let alias = TabletAlias {
+                cell: "z".into(),
+                uid: *uid,
+            }
+            .encode_to_vec();
+            let mut node = vec![0x0a, alias.len() as u8];
+            node.extend_from_slice(&alias);
+            node.extend_from_slice(extra);
+            out.push(0x0a);
+            out.push(node.len() as u8);
+            out.extend_from_slice(&node);
+        }
+        out
+    }
+
+    #[test]
+    fn unknown_fields_stay_with_their_list_element() {
+        use crate::topodata::ShardReplication;
+        // Field 9 of a node, varint 1 / 2 / 3.
+        let (a, b, c): (&[u8], &[u8], &[u8]) = (&[0x48, 1], &[0x48, 2], &[0x48, 3]);
+        let bytes = replication_bytes(&[(1, a), (2, b), (3, c)]);
+        let decoded = Stored::<ShardReplication>::decode(&bytes, "/r").unwrap();
+        assert_eq!(decoded.encode(), bytes);
+        let uid = |s: &mut Stored<ShardReplication>, i: usize, uid: u32| {
+            s.nodes[i].tablet_alias.as_mut().unwrap().uid = uid;
+        };
+
+        // Removing a node leaves each other node with its own unknown field.
+        let mut s = decoded.clone();
+        s.nodes.remove(0);
+        assert_eq!(s.encode(), replication_bytes(&[(2, b), (3, c)]));
+
+        // Inserting one does too; the new node has none.
+        let mut s = decoded.clone();
+        let first = s.nodes[0].clone();
+        s.nodes.insert(0, first);
+        uid(&mut s, 0, 7);
+        assert_eq!(
+            s.encode(),
+            replication_bytes(&[(7, &[]), (1, a), (2, b), (3, c)])
+        );
+
+        // A node changed in place keeps its own, found by position.
+        let mut s = decoded.clone();
+        uid(&mut s, 1, 4);
+        assert_eq!(s.encode(), replication_bytes(&[(1, a), (4, b), (3, c)]));
+
+        // Changed and moved: its fields are dropped rather than given to a neighbour.
+        let mut s = decoded.clone();
+        s.nodes.remove(1);
+        uid(&mut s, 1, 9);
+        assert_eq!(s.encode(), replication_bytes(&[(1, a), (9, &[])]));
     }
 
     #[test]

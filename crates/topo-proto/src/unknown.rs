@@ -5,6 +5,12 @@
 //! order. Encoding writes the known fields with prost and then splices each message's unknown
 //! bytes after its known fields, rewriting the length prefixes of the enclosing messages:
 //! the layout Go's protobuf (and so Vitess) writes.
+//!
+//! Elements of repeated message fields are found again by their known content, so removing
+//! or inserting an element (a ShardReplication node, a source shard) does not move unknown
+//! fields onto a neighbour; when the list keeps its length, an element changed in place keeps
+//! its own by position. (An element both changed and moved loses them rather than giving them
+//! to another element.)
 
 use std::collections::BTreeMap;
 
@@ -13,11 +19,28 @@ use prost_reflect::{Kind, MessageDescriptor};
 /// Where a nested message sits inside its parent.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Slot {
-    /// Field number and occurrence index (always 0 for a singular field, which protobuf
-    /// merges when repeated on the wire).
-    Field(u32, u32),
+    /// A singular message field, by number (protobuf merges repeated occurrences of it).
+    Field(u32),
     /// A map entry, by field number and the entry's key (its encoded value).
     MapEntry(u32, Vec<u8>),
+}
+
+/// One element of a repeated message field that carried unknown fields.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ListItem {
+    /// Its position among the field's elements when decoded.
+    index: u32,
+    /// Its known fields as prost encodes them, to find the element again.
+    known: Vec<u8>,
+    unknown: UnknownFields,
+}
+
+/// The elements of one repeated message field that carried unknown fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+struct ListField {
+    /// How many elements the field had when decoded.
+    len: u32,
+    items: Vec<ListItem>,
 }
 
 /// The unknown fields of one message occurrence and of the messages nested in it.
@@ -25,12 +48,13 @@ enum Slot {
 pub struct UnknownFields {
     own: Vec<u8>,
     nested: BTreeMap<Slot, UnknownFields>,
+    lists: BTreeMap<u32, ListField>,
 }
 
 impl UnknownFields {
     /// True when neither this message nor any nested one carries unknown fields.
     pub fn is_empty(&self) -> bool {
-        self.own.is_empty() && self.nested.is_empty()
+        self.own.is_empty() && self.nested.is_empty() && self.lists.is_empty()
     }
 
     fn merge(&mut self, other: UnknownFields) {
@@ -38,13 +62,22 @@ impl UnknownFields {
         for (slot, child) in other.nested {
             self.nested.entry(slot).or_default().merge(child);
         }
+        for (number, list) in other.lists {
+            let mine = self.lists.entry(number).or_default();
+            // A merged occurrence appends its elements after ours.
+            mine.items.extend(list.items.into_iter().map(|mut item| {
+                item.index += mine.len;
+                item
+            }));
+            mine.len += list.len;
+        }
     }
 }
 
 /// A wire-format problem.
 pub(crate) type WireError = String;
 
-fn read_varint(bytes: &[u8], pos: &mut usize) -> Result<u64, WireError> {
+pub(crate) fn read_varint(bytes: &[u8], pos: &mut usize) -> Result<u64, WireError> {
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
         let b = *bytes.get(*pos).ok_or("truncated varint")?;
@@ -67,14 +100,14 @@ fn write_varint(mut v: u64, out: &mut Vec<u8>) {
 
 /// One field on the wire: its number, wire type, the whole field's bytes and, for
 /// length-delimited fields, the payload.
-struct WireField<'a> {
-    number: u32,
-    wire_type: u8,
-    whole: &'a [u8],
-    payload: &'a [u8],
+pub(crate) struct WireField<'a> {
+    pub(crate) number: u32,
+    pub(crate) wire_type: u8,
+    pub(crate) whole: &'a [u8],
+    pub(crate) payload: &'a [u8],
 }
 
-fn next_field<'a>(bytes: &'a [u8], pos: &mut usize) -> Result<WireField<'a>, WireError> {
+pub(crate) fn next_field<'a>(bytes: &'a [u8], pos: &mut usize) -> Result<WireField<'a>, WireError> {
     let start = *pos;
     let tag = read_varint(bytes, pos)?;
     let number = u32::try_from(tag >> 3).map_err(|_| "field number out of range")?;
@@ -170,20 +203,120 @@ pub(crate) fn collect(bytes: &[u8], desc: &MessageDescriptor) -> Result<UnknownF
             continue;
         }
         let child = collect(f.payload, &child_desc)?;
-        let slot = if field.is_map() {
-            Slot::MapEntry(f.number, map_key(f.payload)?)
-        } else if field.is_list() {
+        let index = if field.is_list() {
             let n = occurrences.entry(f.number).or_default();
             *n += 1;
-            Slot::Field(f.number, *n - 1)
+            *n - 1
         } else {
-            Slot::Field(f.number, 0)
+            0
         };
-        if !child.is_empty() {
+        if child.is_empty() {
+            continue;
+        }
+        if field.is_list() {
+            let known = strip(f.payload, &child_desc)?;
+            unknown
+                .lists
+                .entry(f.number)
+                .or_default()
+                .items
+                .push(ListItem {
+                    index,
+                    known,
+                    unknown: child,
+                });
+        } else {
+            let slot = if field.is_map() {
+                Slot::MapEntry(f.number, map_key(f.payload)?)
+            } else {
+                Slot::Field(f.number)
+            };
             unknown.nested.entry(slot).or_default().merge(child);
         }
     }
+    for (number, list) in &mut unknown.lists {
+        list.len = occurrences.get(number).copied().unwrap_or_default();
+    }
     Ok(unknown)
+}
+
+/// `bytes` (a message of type `desc`) without its unknown fields, at every depth.
+fn strip(bytes: &[u8], desc: &MessageDescriptor) -> Result<Vec<u8>, WireError> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let f = next_field(bytes, &mut pos)?;
+        let Some(field) = desc.get_field(f.number) else {
+            continue;
+        };
+        match field.kind() {
+            Kind::Message(child_desc) if f.wire_type == 2 => {
+                write_length_delimited(f.number, &strip(f.payload, &child_desc)?, &mut out);
+            }
+            _ => out.extend_from_slice(f.whole),
+        }
+    }
+    Ok(out)
+}
+
+fn write_length_delimited(number: u32, payload: &[u8], out: &mut Vec<u8>) {
+    write_varint((u64::from(number) << 3) | 2, out);
+    write_varint(payload.len() as u64, out);
+    out.extend_from_slice(payload);
+}
+
+/// For every repeated field with kept elements, which kept element goes with each of the
+/// field's occurrences in `encoded`: an element with the same known content (at the same
+/// position when several match), else, when the list kept its length, the element that was
+/// at the same position.
+fn match_list_items<'u>(
+    encoded: &[u8],
+    unknown: &'u UnknownFields,
+) -> Result<BTreeMap<(u32, u32), &'u UnknownFields>, WireError> {
+    let mut matched = BTreeMap::new();
+    if unknown.lists.is_empty() {
+        return Ok(matched);
+    }
+    let mut payloads: BTreeMap<u32, Vec<&[u8]>> = BTreeMap::new();
+    let mut pos = 0;
+    while pos < encoded.len() {
+        let f = next_field(encoded, &mut pos)?;
+        if f.wire_type == 2 && unknown.lists.contains_key(&f.number) {
+            payloads.entry(f.number).or_default().push(f.payload);
+        }
+    }
+    for (number, list) in &unknown.lists {
+        let items = &list.items;
+        let current = payloads.get(number).map(Vec::as_slice).unwrap_or_default();
+        let mut used = vec![false; items.len()];
+        let mut assigned: Vec<Option<usize>> = vec![None; current.len()];
+        for (j, payload) in current.iter().enumerate() {
+            let same = |i: &usize| !used[*i] && items[*i].known == *payload;
+            let found = (0..items.len())
+                .filter(same)
+                .find(|i| items[*i].index as usize == j)
+                .or_else(|| (0..items.len()).find(same));
+            if let Some(i) = found {
+                used[i] = true;
+                assigned[j] = Some(i);
+            }
+        }
+        let same_len = current.len() == list.len as usize;
+        for (j, slot) in assigned.iter_mut().enumerate() {
+            if slot.is_none() && same_len {
+                *slot = (0..items.len()).find(|i| !used[*i] && items[*i].index as usize == j);
+                if let Some(i) = *slot {
+                    used[i] = true;
+                }
+            }
+        }
+        for (j, slot) in assigned.into_iter().enumerate() {
+            if let Some(i) = slot {
+                matched.insert((*number, j as u32), &items[i].unknown);
+            }
+        }
+    }
+    Ok(matched)
 }
 
 /// Writes `unknown` into `encoded` (prost's encoding of a message of type `desc`): each
@@ -194,9 +327,10 @@ pub(crate) fn splice(
     unknown: &UnknownFields,
 ) -> Result<Vec<u8>, WireError> {
     let mut out = Vec::with_capacity(encoded.len() + unknown.own.len());
-    if unknown.nested.is_empty() {
+    if unknown.nested.is_empty() && unknown.lists.is_empty() {
         out.extend_from_slice(encoded);
     } else {
+        let list_items = match_list_items(encoded, unknown)?;
         let mut occurrences: BTreeMap<u32, u32> = BTreeMap::new();
         let mut pos = 0;
         while pos < encoded.len() {
@@ -205,26 +339,25 @@ pub(crate) fn splice(
                 .get_field(f.number)
                 .and_then(|field| match field.kind() {
                     Kind::Message(child_desc) if f.wire_type == 2 => {
-                        let slot = if field.is_map() {
-                            map_key(f.payload).ok().map(|k| Slot::MapEntry(f.number, k))
+                        let kept = if field.is_map() {
+                            map_key(f.payload)
+                                .ok()
+                                .and_then(|k| unknown.nested.get(&Slot::MapEntry(f.number, k)))
                         } else if field.is_list() {
                             let n = occurrences.entry(f.number).or_default();
                             *n += 1;
-                            Some(Slot::Field(f.number, *n - 1))
+                            list_items.get(&(f.number, *n - 1)).copied()
                         } else {
-                            Some(Slot::Field(f.number, 0))
+                            unknown.nested.get(&Slot::Field(f.number))
                         };
-                        slot.and_then(|s| unknown.nested.get(&s))
-                            .map(|u| (child_desc, u))
+                        kept.map(|u| (child_desc, u))
                     }
                     _ => None,
                 });
             match nested {
                 Some((child_desc, child_unknown)) => {
                     let payload = splice(f.payload, &child_desc, child_unknown)?;
-                    write_varint((u64::from(f.number) << 3) | 2, &mut out);
-                    write_varint(payload.len() as u64, &mut out);
-                    out.extend_from_slice(&payload);
+                    write_length_delimited(f.number, &payload, &mut out);
                 }
                 None => out.extend_from_slice(f.whole),
             }

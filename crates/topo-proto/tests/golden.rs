@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use topo_proto::json::{json_to_bytes, to_json, JsonForm};
+use topo_proto::json::{json_to_bytes, pretty_string, to_json, JsonForm};
 use topo_proto::{topodata, vschema, Record, Stored};
 
 fn golden_dir() -> PathBuf {
@@ -110,8 +110,17 @@ fn check_case(dir: &Path, case: &Case) -> Result<(), String> {
                 "{file}: decoded .pb differs\n got: {got}\nwant: {want}"
             ));
         }
-        // Parse the JSON, encode, and compare with the stored record.
+        // The same text, too: field order, map order, number spelling, indentation.
         let text = std::fs::read_to_string(dir.join(&file)).map_err(|e| e.to_string())?;
+        let printed = to_json(&pb, &case.type_name, form)
+            .map(|v| pretty_string(&v))
+            .map_err(|e| format!("{name}: decode: {e}"))?;
+        if printed.trim_end() != text.trim_end() {
+            return Err(format!(
+                "{file}: printed JSON differs from the file\n got: {printed}\nwant: {text}"
+            ));
+        }
+        // Parse the JSON, encode, and compare with the stored record.
         let encoded =
             json_to_bytes(&text, &case.type_name).map_err(|e| format!("{file}: parse: {e}"))?;
         if case.has_maps || case.has_unknown {
