@@ -116,7 +116,7 @@ impl ZkCluster {
     /// # Errors
     /// When Java or the jars are missing, or the server does not become ready.
     pub fn standalone() -> io::Result<Self> {
-        Self::start(1, 2000)
+        Self::start(1, 2000, 0)
     }
 
     /// A three-node ensemble (tickTime 500 ms).
@@ -124,19 +124,30 @@ impl ZkCluster {
     /// # Errors
     /// As [`ZkCluster::standalone`].
     pub fn ensemble() -> io::Result<Self> {
-        Self::start(3, 500)
+        Self::start(3, 500, 0)
     }
 
-    /// A standalone server whose sessions may be as short as `min_session` (for expiry
-    /// tests).
+    /// A three-node ensemble whose third node is an observer (`peerType=observer`): it
+    /// serves reads and forwards writes but does not vote, as the servers after `|` in a
+    /// Vitess `zk2` address. The two voters are both needed for a quorum.
+    ///
+    /// # Errors
+    /// As [`ZkCluster::standalone`].
+    pub fn ensemble_with_observer() -> io::Result<Self> {
+        Self::start(3, 500, 1)
+    }
+
+    /// A standalone server with a tick of `tick_ms`: sessions may be as short as two ticks
+    /// (for expiry tests).
     ///
     /// # Errors
     /// As [`ZkCluster::standalone`].
     pub fn standalone_with_tick(tick_ms: u32) -> io::Result<Self> {
-        Self::start(1, tick_ms)
+        Self::start(1, tick_ms, 0)
     }
 
-    fn start(n: usize, tick_ms: u32) -> io::Result<Self> {
+    /// `n` servers, the last `observers` of them observers.
+    fn start(n: usize, tick_ms: u32, observers: usize) -> io::Result<Self> {
         let dir = tempfile::tempdir()?;
         let ports: Vec<(u16, u16, u16)> = (0..n)
             .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
@@ -152,8 +163,13 @@ impl ZkCluster {
                 tick_ms * 2
             );
             if n > 1 {
+                let observer = |j: usize| j >= n - observers;
+                if observer(i) {
+                    cfg.push_str("peerType=observer\n");
+                }
                 for (j, (_, qp, ep)) in ports.iter().enumerate() {
-                    cfg.push_str(&format!("server.{}=127.0.0.1:{qp}:{ep}\n", j + 1));
+                    let role = if observer(j) { ":observer" } else { "" };
+                    cfg.push_str(&format!("server.{}=127.0.0.1:{qp}:{ep}{role}\n", j + 1));
                 }
                 std::fs::write(data_dir.join("myid"), format!("{}\n", i + 1))?;
             }

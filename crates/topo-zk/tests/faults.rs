@@ -68,6 +68,13 @@ async fn session_expiry_loses_the_lock() {
     holder.create("/keyspaces/ks/Keyspace", b"").await.unwrap();
     let guard = holder.lock("/keyspaces/ks", "holder").await.unwrap();
     let token = guard.fencing_token();
+    let (_, mut watch) = holder.watch("/keyspaces/ks/Keyspace").await.unwrap();
+    let (_, mut tree) = holder.watch_recursive("/keyspaces").await.unwrap();
+    let election = holder
+        .new_leader_participation("primary", "holder")
+        .await
+        .unwrap();
+    let leading = election.wait_for_leadership().await.unwrap();
     zk.nodes()[0].pause().unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
     zk.nodes()[0].resume().unwrap();
@@ -82,6 +89,20 @@ async fn session_expiry_loses_the_lock() {
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
+    // Watches end with an error and leadership ends: nothing carries over silently into
+    // the next session.
+    let ended = |item: Option<topo_core::Result<_>>| match item {
+        Some(Err(e)) => assert!(e.is(ErrorKind::Interrupted), "{e}"),
+        other => panic!(
+            "expected the session's end, got {:?}",
+            other.map(|r| r.map(|_| ()))
+        ),
+    };
+    ended(watch_end(&mut watch).await);
+    ended(watch_end(&mut tree).await);
+    tokio::time::timeout(Duration::from_secs(10), leading.cancelled())
+        .await
+        .expect("leadership ends with the session");
     let other = ZkConn::connect(&zk.addrs(), "/fault-b", options())
         .await
         .unwrap();
@@ -105,6 +126,25 @@ async fn session_expiry_loses_the_lock() {
         .get("/keyspaces/ks/Keyspace")
         .await
         .expect("a new session after expiry");
+}
+
+/// The stream's first item that is not a value (an error, or its end), within 10 s.
+async fn watch_end<T, S>(stream: &mut S) -> Option<topo_core::Result<()>>
+where
+    S: futures::Stream<Item = topo_core::Result<T>> + Unpin,
+{
+    use futures::StreamExt;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Some(Err(e)),
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the watch ends within 10 s after the session expired")
 }
 
 /// (c) A node created with the restrictive ACL cannot be read without the credentials; a

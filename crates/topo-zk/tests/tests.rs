@@ -24,7 +24,7 @@ fn shared(ensemble: bool) -> Option<String> {
             return None;
         }
         let c = if ensemble {
-            ZkCluster::ensemble()
+            ZkCluster::ensemble_with_observer()
         } else {
             ZkCluster::standalone()
         };
@@ -34,7 +34,7 @@ fn shared(ensemble: bool) -> Option<String> {
     .map(|c| {
         let n = c.nodes();
         if ensemble {
-            // Two servers for the global connection, the third for the read-only one.
+            // The two voters for the global connection, the observer for the read-only one.
             format!("{},{}|{}", n[0].addr(), n[1].addr(), n[2].addr())
         } else {
             c.addrs()
@@ -95,7 +95,7 @@ mod zk_ensemble {
     toposphere::typed_suite!(zk_ensemble, crate::three_backend);
 }
 
-/// The read-only global connection of `a,b|c` goes to the third server and sees the data.
+/// The read-only global connection of `a,b|c` goes to the observer and sees the data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn observers_serve_the_read_only_global_conn() {
     let Some(addr) = shared(true) else { return };
@@ -178,5 +178,65 @@ async fn vitess_lock_layout_excludes_both_ways() {
         10,
         "sequence names are ten digits, as Vitess expects"
     );
+    let our_node = format!("{root}/keyspaces/ks/locks/{}", children[0]);
+    let (data, stat) = raw.get_data(&our_node).await.unwrap();
+    assert_eq!(data, b"ours", "the lock node holds the contents");
+    assert_ne!(stat.ephemeral_owner, 0, "the lock node is ephemeral");
+    // A Vitess contender queues behind ours: its node sorts after ours, and Vitess waits
+    // for every lower node.
+    let (_, theirs) = raw
+        .create(
+            &format!("{root}/keyspaces/ks/locks/"),
+            b"vitess waits",
+            &zookeeper_client::CreateMode::EphemeralSequential
+                .with_acls(zookeeper_client::Acls::anyone_all()),
+        )
+        .await
+        .unwrap();
+    assert!(
+        format!("{theirs}") > children[0],
+        "{theirs} after {}",
+        children[0]
+    );
     ours.unlock().await.unwrap();
+    // Vitess's node is the lowest now: it holds the lock, and ours must wait.
+    let err = conn.try_lock("/keyspaces/ks", "ours").await.unwrap_err();
+    assert!(err.is(topo_core::ErrorKind::NodeExists), "{err}");
+}
+
+/// The next change of a recursive watch: path and contents.
+async fn next_change(
+    changes: &mut topo_core::WatchStream<topo_core::RecursiveChange>,
+) -> (String, Option<Vec<u8>>) {
+    use futures::StreamExt;
+    let change = tokio::time::timeout(Duration::from_secs(10), changes.next())
+        .await
+        .expect("a change within 10 s")
+        .expect("the stream goes on")
+        .expect("no error");
+    (change.path, change.data.map(|d| d.contents))
+}
+
+/// A recursive watch reports a file created with empty contents (an all-default record
+/// encodes to no bytes) but not the directory znodes made on the way to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recursive_watch_tells_empty_files_from_directories() {
+    let Some(addr) = shared(false) else { return };
+    let root = topo_core::conformance::fresh_root("empty_files");
+    let conn = ZkConn::connect(&addr, &root, options()).await.unwrap();
+    conn.create("/keyspaces/seed", b"x").await.unwrap();
+    let (initial, mut changes) = conn.watch_recursive("/keyspaces").await.unwrap();
+    assert_eq!(initial.len(), 1);
+    let shard = "/keyspaces/ks/shards/0/Shard".to_string();
+    conn.create(&shard, b"").await.unwrap();
+    // The first change is the file, not one of the three directories made before it.
+    assert_eq!(
+        next_change(&mut changes).await,
+        (shard.clone(), Some(b"".to_vec()))
+    );
+    conn.update(&shard, b"set", None).await.unwrap();
+    assert_eq!(
+        next_change(&mut changes).await,
+        (shard, Some(b"set".to_vec()))
+    );
 }
