@@ -5,6 +5,7 @@
 //! ensemble within the session timeout, keeping ephemeral nodes and watches. Only an expired
 //! (or otherwise terminated) session is replaced, on the next call after it ended.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,12 @@ pub(crate) struct Session {
     client: std::sync::RwLock<Arc<Client>>,
     /// Serialises making a new session.
     reconnect: tokio::sync::Mutex<()>,
+    /// The lock and proposal nodes this connection's live entries own: anything else of
+    /// ours in a queue is an orphan of a creation whose answer was lost.
+    pub(crate) queue_nodes: std::sync::Mutex<HashSet<String>>,
+    /// Serialises creating queue nodes, so an orphan hunt never mistakes a creation still
+    /// in flight for an orphan.
+    pub(crate) creating: tokio::sync::Mutex<()>,
 }
 
 impl Session {
@@ -46,6 +53,8 @@ impl Session {
             auth,
             client: std::sync::RwLock::new(Arc::new(client)),
             reconnect: tokio::sync::Mutex::new(()),
+            queue_nodes: std::sync::Mutex::new(HashSet::new()),
+            creating: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -93,6 +102,11 @@ impl Session {
 }
 
 impl ZkConn {
+    /// The session behind this connection.
+    pub(crate) fn session(&self) -> &Session {
+        &self.session
+    }
+
     /// The current session's client (a new session when the last one ended).
     pub(crate) async fn client(&self) -> Result<Arc<Client>> {
         self.session.client().await

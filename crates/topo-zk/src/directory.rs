@@ -33,6 +33,7 @@ impl ZkConn {
         key: &str,
         full: bool,
     ) -> Result<Vec<DirEntry>> {
+        self.catch_up(key).await?;
         let mut children = self
             .call(key, |c| async move { c.list_children(key).await })
             .await?;

@@ -200,6 +200,7 @@ impl ZkConn {
 
     /// Every file (leaf znode) whose key starts with `prefix` (absolute), sorted by key.
     pub(crate) async fn list_prefix(&self, prefix: &str) -> Result<Vec<KvInfo>> {
+        self.catch_up(prefix).await?;
         // Walk from the deepest directory that every match lies under.
         let base = if prefix.ends_with('/') {
             prefix.trim_end_matches('/').to_string()

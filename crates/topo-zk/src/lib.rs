@@ -135,13 +135,16 @@ impl Factory for ZkFactory {
 
     async fn create(&self, cell: &str, server_address: &str, root: &str) -> Result<Arc<dyn Conn>> {
         let (main, observers) = split_observers(server_address);
-        let addr = match (cell, observers) {
-            ("global-read-only", Some(obs)) => obs,
-            _ => main,
-        };
-        Ok(Arc::new(
-            ZkConn::connect(addr, root, self.options.clone()).await?,
-        ))
+        Ok(Arc::new(match (cell, observers) {
+            ("global-read-only", Some(obs)) => {
+                let mut conn = ZkConn::connect(obs, root, self.options.clone()).await?;
+                // Observers learn of commits after the voters: without a sync a record just
+                // written through the global connection could read as missing or old.
+                conn.sync_reads = true;
+                conn
+            }
+            _ => ZkConn::connect(main, root, self.options.clone()).await?,
+        }))
     }
 }
 
@@ -151,6 +154,9 @@ pub struct ZkConn {
     session: Arc<client::Session>,
     root: String,
     closed: Arc<AtomicBool>,
+    /// Whether reads first make the server catch up with the leader (`sync`), so they see
+    /// every write completed before them.
+    sync_reads: bool,
 }
 
 impl ZkConn {
@@ -170,6 +176,7 @@ impl ZkConn {
             session: Arc::new(client::Session::open(server_address, options, auth).await?),
             root: path::clean(&format!("/{root}")),
             closed: Arc::new(AtomicBool::new(false)),
+            sync_reads: false,
         })
     }
 
@@ -179,6 +186,15 @@ impl ZkConn {
             return Err(TopoError::Interrupted(format!("{rel}: connection closed")));
         }
         path::join(&self.root, rel)
+    }
+
+    /// On a connection with `sync_reads`, waits until its server has caught up with the
+    /// leader (for a read of `key`).
+    pub(crate) async fn catch_up(&self, key: &str) -> Result<()> {
+        if !self.sync_reads {
+            return Ok(());
+        }
+        self.call(key, |c| async move { c.sync("/").await }).await
     }
 
     /// The path of `key` relative to the root.
@@ -232,7 +248,9 @@ impl Conn for ZkConn {
     }
 
     async fn get(&self, path: &str) -> Result<(Vec<u8>, Version)> {
-        self.get_key(&self.key(path)?).await
+        let key = self.key(path)?;
+        self.catch_up(&key).await?;
+        self.get_key(&key).await
     }
 
     async fn get_version(&self, path: &str, _version: &Version) -> Result<Vec<u8>> {
@@ -301,6 +319,7 @@ impl Conn for ZkConn {
 
     async fn watch(&self, path: &str) -> Result<(WatchData, WatchStream<WatchData>)> {
         let key = self.key(path)?;
+        self.catch_up(&key).await?;
         watch::watch_file(self.clone(), path, key).await
     }
 
@@ -309,6 +328,7 @@ impl Conn for ZkConn {
         path: &str,
     ) -> Result<(Vec<RecursiveChange>, WatchStream<RecursiveChange>)> {
         let key = self.key(path)?;
+        self.catch_up(&key).await?;
         watch::watch_tree(self.clone(), path, key).await
     }
 

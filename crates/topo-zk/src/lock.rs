@@ -51,22 +51,7 @@ pub(crate) struct QueueEntry {
 impl QueueEntry {
     /// Creates an ephemeral sequential node under `queue` holding `contents`.
     pub(crate) async fn enqueue(conn: &ZkConn, queue: &str, contents: &[u8]) -> Result<Self> {
-        let prefix = format!("{queue}/");
-        let opts = CreateMode::EphemeralSequential.with_acls(conn.acls(true));
-        let mut attempts = 0;
-        let (stat, seq) = loop {
-            conn.mkdirs(queue).await?;
-            let (p, o) = (prefix.as_str(), &opts);
-            // Once only: a retried sequential create would queue a second node.
-            match conn
-                .call_once(queue, |c| async move { c.create(p, contents, o).await })
-                .await
-            {
-                // Someone removed the emptied queue directory between our two calls.
-                Err(e) if e.is_no_node() && attempts < 3 => attempts += 1,
-                other => break other?,
-            }
-        };
+        let (fencing, node) = create_node(conn, queue, contents).await?;
         let lost = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
         // The entry is gone for good when its session ends.
@@ -88,8 +73,8 @@ impl QueueEntry {
         Ok(QueueEntry {
             conn: conn.clone(),
             queue: queue.to_string(),
-            node: format!("{prefix}{:010}", seq.into_i64()),
-            token: u64::try_from(stat.czxid).unwrap_or(0),
+            node,
+            token: fencing,
             lost,
             stop,
             released: false,
@@ -154,6 +139,7 @@ impl QueueEntry {
     pub(crate) async fn remove(&mut self) -> Result<bool> {
         self.released = true;
         self.stop.cancel();
+        self.conn.forget(&self.node);
         // Once only: after a retry, NoNode could not tell "we deleted it" from "it was gone".
         let n = self.node.as_str();
         match self
@@ -174,23 +160,126 @@ impl Drop for QueueEntry {
             return;
         }
         self.stop.cancel();
+        self.conn.forget(&self.node);
         let (conn, node) = (self.conn.clone(), self.node.clone());
         if let Ok(h) = tokio::runtime::Handle::try_current() {
-            h.spawn(async move {
-                let n = node.as_str();
-                // Retried when the connection drops: NoNode then just means it is gone.
-                match conn
-                    .call(n, |c| async move { c.delete(n, None).await })
-                    .await
-                {
-                    Err(e) if !e.is_no_node() => {
-                        tracing::warn!(%node, "removing a dropped lock or proposal node: {e}")
-                    }
-                    _ => {}
-                }
-            });
+            h.spawn(async move { delete_quietly(&conn, &node).await });
         }
     }
+}
+
+/// Deletes a queue node nobody uses any more, logging (not returning) failures.
+async fn delete_quietly(conn: &ZkConn, node: &str) {
+    // Retried when the connection drops: NoNode then just means it is gone.
+    match conn
+        .call(node, |c| async move { c.delete(node, None).await })
+        .await
+    {
+        Err(e) if !e.is_no_node() => {
+            tracing::warn!(%node, "removing an unused lock or proposal node: {e}")
+        }
+        _ => {}
+    }
+}
+
+impl ZkConn {
+    /// Whether a live entry of this connection owns queue node `node`.
+    fn owns(&self, node: &str) -> bool {
+        self.session()
+            .queue_nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(node)
+    }
+
+    /// Records that no live entry owns `node` any more.
+    fn forget(&self, node: &str) {
+        self.session()
+            .queue_nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(node);
+    }
+}
+
+/// Creates an entry's node in a task of its own, returning its fencing token (creation
+/// zxid) and path. When the caller stops waiting (a lock call dropped by its timeout) the
+/// task still learns the outcome and deletes the node, which would otherwise block the
+/// queue for as long as the session lives.
+async fn create_node(conn: &ZkConn, queue: &str, contents: &[u8]) -> Result<(u64, String)> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (c, q, data) = (conn.clone(), queue.to_string(), contents.to_vec());
+    tokio::spawn(async move {
+        let created = create_registered(&c, &q, &data).await;
+        if let Err(Ok((_, node))) = tx.send(created) {
+            c.forget(&node);
+            delete_quietly(&c, &node).await;
+        }
+    });
+    rx.await
+        .unwrap_or_else(|_| Err(TopoError::Interrupted(queue.to_string())))
+}
+
+/// Creates the node and records it as owned, one creation at a time per session. When the
+/// answer is lost (connection loss, timeout) the node may exist all the same: it is looked
+/// for and deleted, since the session that owns it lives on.
+async fn create_registered(conn: &ZkConn, queue: &str, contents: &[u8]) -> Result<(u64, String)> {
+    let _one_at_a_time = conn.session().creating.lock().await;
+    let prefix = format!("{queue}/");
+    let opts = CreateMode::EphemeralSequential.with_acls(conn.acls(true));
+    let mut attempts = 0;
+    loop {
+        conn.mkdirs(queue).await?;
+        let (p, o) = (prefix.as_str(), &opts);
+        // Once only: a retried sequential create would queue a second node.
+        match conn
+            .call_once(queue, |c| async move { c.create(p, contents, o).await })
+            .await
+        {
+            Ok((stat, seq)) => {
+                let node = format!("{prefix}{:010}", seq.into_i64());
+                conn.session()
+                    .queue_nodes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(node.clone());
+                return Ok((u64::try_from(stat.czxid).unwrap_or(0), node));
+            }
+            // Someone removed the emptied queue directory between our two calls.
+            Err(e) if e.is_no_node() && attempts < 3 => attempts += 1,
+            Err(e) => {
+                if e.is_retryable() {
+                    if let Err(hunt) = remove_orphans(conn, queue, contents).await {
+                        tracing::warn!(%queue, "looking for a lock node whose creation answer was lost: {hunt}");
+                    }
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Deletes the nodes under `queue` that this session owns, hold `contents`, and no live
+/// entry knows.
+async fn remove_orphans(conn: &ZkConn, queue: &str, contents: &[u8]) -> Result<()> {
+    let me = conn.client().await?.session_id().0;
+    for child in QueueEntry::queue(conn, queue).await? {
+        let node = format!("{queue}/{child}");
+        if conn.owns(&node) {
+            continue;
+        }
+        let n = node.as_str();
+        let (data, stat) = match conn.call(n, |c| async move { c.get_data(n).await }).await {
+            Ok(v) => v,
+            Err(e) if e.is_no_node() => continue,
+            Err(e) => return Err(e),
+        };
+        if stat.ephemeral_owner == me && data == contents {
+            tracing::warn!(%node, "deleting a lock node whose creation answer was lost");
+            delete_quietly(conn, n).await;
+        }
+    }
+    Ok(())
 }
 
 /// Takes the lock on `dir` (relative).

@@ -109,24 +109,39 @@ async fn observers_serve_the_read_only_global_conn() {
     .await
     .unwrap();
     assert!(!Arc::ptr_eq(ts.global(), ts.global_read_only()));
+    // The server after `|` is an observer (ZooKeeper's `srvr` says so).
+    let observer = topo_zk::split_observers(&addr).1.unwrap();
+    let mut srvr = std::net::TcpStream::connect(observer).unwrap();
+    std::io::Write::write_all(&mut srvr, b"srvr").unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut srvr, &mut answer).unwrap();
+    assert!(answer.contains("Mode: observer"), "{answer}");
     ts.global()
         .create("/cells/zone1/CellInfo", b"")
         .await
         .unwrap();
-    // Observers and followers may lag: the read-only side converges.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while ts
-        .global_read_only()
-        .get("/cells/zone1/CellInfo")
+    // The observer learns of commits after the voters; the read-only connection syncs
+    // before reading, so the write just made is there at once, and so is its update.
+    assert_eq!(
+        ts.global_read_only()
+            .get("/cells/zone1/CellInfo")
+            .await
+            .unwrap()
+            .0,
+        b""
+    );
+    ts.global()
+        .update("/cells/zone1/CellInfo", b"changed", None)
         .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the read-only connection never saw the write"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        .unwrap();
+    assert_eq!(
+        ts.global_read_only()
+            .get("/cells/zone1/CellInfo")
+            .await
+            .unwrap()
+            .0,
+        b"changed"
+    );
 }
 
 /// A lock node created the Vitess way (ephemeral sequential under `<dir>/locks/`) blocks
@@ -239,4 +254,30 @@ async fn recursive_watch_tells_empty_files_from_directories() {
         next_change(&mut changes).await,
         (shard, Some(b"set".to_vec()))
     );
+}
+
+/// A lock call dropped while its node is being created leaves no node behind: the session
+/// lives on, so a stray node would block the lock for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_dropped_during_creation_leaves_no_node() {
+    let Some(addr) = shared(false) else { return };
+    let root = topo_core::conformance::fresh_root("dropped_creation");
+    let conn = ZkConn::connect(&addr, &root, options()).await.unwrap();
+    // Give up on lock calls after 0, 0.1, … 3 ms: some are dropped before, some while,
+    // some after their node is created (those return a guard, dropped at once).
+    for step in 0..30u64 {
+        let call = conn.lock_name("/named", "dropped");
+        let _ = tokio::time::timeout(Duration::from_micros(step * 100), call).await;
+    }
+    let held = tokio::time::timeout(Duration::from_secs(10), conn.lock_name("/named", "next"))
+        .await
+        .expect("no stray node blocks the lock")
+        .unwrap();
+    let raw = zookeeper_client::Client::connect(&addr).await.unwrap();
+    let children = raw
+        .list_children(&format!("{root}/named/locks"))
+        .await
+        .unwrap();
+    assert_eq!(children.len(), 1, "only the holder's node: {children:?}");
+    held.unlock().await.unwrap();
 }
