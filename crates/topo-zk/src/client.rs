@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use topo_core::{Result, TopoError};
-use zookeeper_client::Client;
+use zookeeper_client::{Client, MultiWriteError, MultiWriteResult, MultiWriter};
 
 use crate::error::convert;
 use crate::{ZkConn, ZkOptions};
@@ -149,6 +149,26 @@ impl ZkConn {
         let client = self.client().await?;
         bounded(self.options().remote_operation_timeout, what, async {
             op(client).await.map_err(|e| convert(e, what))
+        })
+        .await
+    }
+}
+
+impl ZkConn {
+    /// Commits multi-op `w` about `what` once (as [`ZkConn::call_once`]), bounded by the
+    /// remote-operation timeout. `failed` turns the index and error of the operation that
+    /// failed (and so undid the others) into the answer.
+    pub(crate) async fn commit(
+        &self,
+        what: &str,
+        mut w: MultiWriter<'_>,
+        failed: impl FnOnce(usize, zookeeper_client::Error) -> TopoError,
+    ) -> Result<Vec<MultiWriteResult>> {
+        bounded(self.options().remote_operation_timeout, what, async {
+            w.commit().await.map_err(|e| match e {
+                MultiWriteError::OperationFailed { index, source } => failed(index, source),
+                MultiWriteError::RequestFailed { source } => convert(source, what),
+            })
         })
         .await
     }

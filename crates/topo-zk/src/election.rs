@@ -135,7 +135,8 @@ impl LeaderParticipation for ZkElection {
         if let Some((_, token)) = held.as_ref() {
             return Ok(token.clone());
         }
-        let entry = QueueEntry::enqueue(&self.conn, &self.dir, self.id.as_bytes()).await?;
+        // Proposal directories stay after their proposals go.
+        let entry = QueueEntry::enqueue(&self.conn, &self.dir, self.id.as_bytes(), true).await?;
         tokio::select! {
             biased;
             _ = self.stop.cancelled() => return Err(TopoError::Interrupted(self.dir.clone())),

@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use topo_core::{path, Fence, KvInfo, Result, TopoError, Version};
-use zookeeper_client::{MultiWriteError, MultiWriteResult, MultiWriter};
+use zookeeper_client::{MultiWriteResult, MultiWriter};
 
-use crate::client::bounded;
 use crate::error::convert;
 use crate::ZkConn;
 
@@ -93,14 +92,9 @@ impl ZkConn {
         // the multi-op makes that check atomic with the write.
         w.add_check_version(fk, 0).map_err(|e| convert(e, fk))?;
         add(&mut w).map_err(|e| convert(e, key))?;
-        bounded(self.options().remote_operation_timeout, key, async {
-            w.commit().await.map_err(|e| match e {
-                MultiWriteError::OperationFailed { index: 0, .. } => {
-                    TopoError::LockLost(fence.dir().to_string())
-                }
-                MultiWriteError::OperationFailed { source, .. }
-                | MultiWriteError::RequestFailed { source } => convert(source, key),
-            })
+        self.commit(key, w, |index, e| match index {
+            0 => TopoError::LockLost(fence.dir().to_string()),
+            _ => convert(e, key),
         })
         .await
     }

@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
-use topo_core::{path, Fence, LockDescriptor, LockGuard, Result, TopoError};
-use zookeeper_client::CreateMode;
+use topo_core::{path, ErrorKind, Fence, LockDescriptor, LockGuard, Result, TopoError};
+use zookeeper_client::{CreateMode, CreateOptions, MultiWriteResult, Stat};
 
+use crate::error::convert;
 use crate::ZkConn;
 
 /// How long a waiter waits for its predecessor's deletion event before looking again
@@ -46,12 +47,20 @@ pub(crate) struct QueueEntry {
     pub(crate) lost: Arc<AtomicBool>,
     stop: CancellationToken,
     released: bool,
+    /// Created together with its queue directory: the only entry, so the first.
+    alone: bool,
 }
 
 impl QueueEntry {
-    /// Creates an ephemeral sequential node under `queue` holding `contents`.
-    pub(crate) async fn enqueue(conn: &ZkConn, queue: &str, contents: &[u8]) -> Result<Self> {
-        let (fencing, node) = create_node(conn, queue, contents).await?;
+    /// Creates an ephemeral sequential node under `queue` holding `contents`;
+    /// `queue_exists` is the caller's guess, which saves a round trip when right.
+    pub(crate) async fn enqueue(
+        conn: &ZkConn,
+        queue: &str,
+        contents: &[u8],
+        queue_exists: bool,
+    ) -> Result<Self> {
+        let created = create_node(conn, queue, contents, queue_exists).await?;
         let lost = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
         // The entry is gone for good when its session ends.
@@ -73,11 +82,12 @@ impl QueueEntry {
         Ok(QueueEntry {
             conn: conn.clone(),
             queue: queue.to_string(),
-            node,
-            token: fencing,
+            node: created.node,
+            token: created.token,
             lost,
             stop,
             released: false,
+            alone: created.alone,
         })
     }
 
@@ -104,6 +114,9 @@ impl QueueEntry {
         loop {
             if self.lost.load(Ordering::Relaxed) {
                 return Err(TopoError::LockLost(what.to_string()));
+            }
+            if self.alone {
+                return Ok(());
             }
             let children = Self::queue(&self.conn, &self.queue).await?;
             let Some(pos) = children.iter().position(|c| c == self.name()) else {
@@ -149,6 +162,43 @@ impl QueueEntry {
         {
             Ok(()) => Ok(true),
             Err(e) if e.is_no_node() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl QueueEntry {
+    /// Deletes the node and, when it was the last, the queue directory and the directories
+    /// that leaves empty (as Vitess's unlock does); true when the node still existed. The
+    /// node and the queue go in one multi-op when nobody else queues.
+    pub(crate) async fn remove_with_queue(&mut self) -> Result<bool> {
+        self.released = true;
+        self.stop.cancel();
+        self.conn.forget(&self.node);
+        let client = self.conn.client().await?;
+        let mut w = client.new_multi_writer();
+        w.add_delete(&self.node, None)
+            .and_then(|()| w.add_delete(&self.queue, None))
+            .map_err(|e| convert(e, &self.node))?;
+        match self
+            .conn
+            .commit(&self.node, w, |index, e| match index {
+                0 => convert(e, &self.node),
+                // Not empty: others queue behind us.
+                _ => TopoError::NodeNotEmpty(self.queue.clone()),
+            })
+            .await
+        {
+            Ok(_) => {
+                // The queue is gone: go on from the directory above it.
+                self.conn.remove_empty_parents(&self.queue).await;
+                Ok(true)
+            }
+            Err(e) if e.is(ErrorKind::NodeNotEmpty) => self.remove().await,
+            Err(e) if e.is_no_node() => {
+                self.conn.remove_empty_parents(&self.node).await;
+                Ok(false)
+            }
             Err(e) => Err(e),
         }
     }
@@ -206,12 +256,17 @@ impl ZkConn {
 /// zxid) and path. When the caller stops waiting (a lock call dropped by its timeout) the
 /// task still learns the outcome and deletes the node, which would otherwise block the
 /// queue for as long as the session lives.
-async fn create_node(conn: &ZkConn, queue: &str, contents: &[u8]) -> Result<(u64, String)> {
+async fn create_node(
+    conn: &ZkConn,
+    queue: &str,
+    contents: &[u8],
+    queue_exists: bool,
+) -> Result<Created> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (c, q, data) = (conn.clone(), queue.to_string(), contents.to_vec());
     tokio::spawn(async move {
-        let created = create_registered(&c, &q, &data).await;
-        if let Err(Ok((_, node))) = tx.send(created) {
+        let created = create_registered(&c, &q, &data, queue_exists).await;
+        if let Err(Ok(Created { node, .. })) = tx.send(created) {
             c.forget(&node);
             delete_quietly(&c, &node).await;
         }
@@ -220,33 +275,63 @@ async fn create_node(conn: &ZkConn, queue: &str, contents: &[u8]) -> Result<(u64
         .unwrap_or_else(|_| Err(TopoError::Interrupted(queue.to_string())))
 }
 
+/// A queue node just created.
+#[derive(Debug)]
+struct Created {
+    /// The fencing token: the node's creation zxid.
+    token: u64,
+    node: String,
+    /// Made together with its queue directory: the only entry.
+    alone: bool,
+}
+
 /// Creates the node and records it as owned, one creation at a time per session. When the
 /// answer is lost (connection loss, timeout) the node may exist all the same: it is looked
 /// for and deleted, since the session that owns it lives on.
-async fn create_registered(conn: &ZkConn, queue: &str, contents: &[u8]) -> Result<(u64, String)> {
+async fn create_registered(
+    conn: &ZkConn,
+    queue: &str,
+    contents: &[u8],
+    mut queue_exists: bool,
+) -> Result<Created> {
     let _one_at_a_time = conn.session().creating.lock().await;
     let prefix = format!("{queue}/");
     let opts = CreateMode::EphemeralSequential.with_acls(conn.acls(true));
     let mut attempts = 0;
     loop {
-        conn.mkdirs(queue).await?;
-        let (p, o) = (prefix.as_str(), &opts);
-        // Once only: a retried sequential create would queue a second node.
-        match conn
-            .call_once(queue, |c| async move { c.create(p, contents, o).await })
-            .await
-        {
-            Ok((stat, seq)) => {
-                let node = format!("{prefix}{:010}", seq.into_i64());
+        let created = if queue_exists {
+            let (p, o) = (prefix.as_str(), &opts);
+            // Once only: a retried sequential create would queue a second node.
+            conn.call_once(queue, |c| async move { c.create(p, contents, o).await })
+                .await
+                .map(|(stat, seq)| (stat, format!("{prefix}{seq}"), false))
+        } else {
+            create_with_queue(conn, queue, &prefix, contents, &opts).await
+        };
+        match created {
+            Ok((stat, node, alone)) => {
                 conn.session()
                     .queue_nodes
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(node.clone());
-                return Ok((u64::try_from(stat.czxid).unwrap_or(0), node));
+                return Ok(Created {
+                    token: u64::try_from(stat.czxid).unwrap_or(0),
+                    node,
+                    alone,
+                });
             }
-            // Someone removed the emptied queue directory between our two calls.
-            Err(e) if e.is_no_node() && attempts < 3 => attempts += 1,
+            // The guess was wrong, or the queue directory came or went meanwhile.
+            Err(e) if attempts < 4 && (e.is_no_node() || e.is(ErrorKind::NodeExists)) => {
+                attempts += 1;
+                match (queue_exists, e.is_no_node()) {
+                    (true, true) => queue_exists = false,
+                    // The queue's parent is missing too.
+                    (false, true) => conn.mkdirs(&path::parent(queue)).await?,
+                    (false, false) => queue_exists = true,
+                    (true, false) => return Err(e),
+                }
+            }
             Err(e) => {
                 if e.is_retryable() {
                     if let Err(hunt) = remove_orphans(conn, queue, contents).await {
@@ -256,6 +341,43 @@ async fn create_registered(conn: &ZkConn, queue: &str, contents: &[u8]) -> Resul
                 return Err(e);
             }
         }
+    }
+}
+
+/// Creates the queue directory and its first node in one multi-op (one round trip, where
+/// making the directory first would take two): the node, alone in a new queue, is first.
+async fn create_with_queue(
+    conn: &ZkConn,
+    queue: &str,
+    prefix: &str,
+    contents: &[u8],
+    opts: &CreateOptions<'_>,
+) -> Result<(Stat, String, bool)> {
+    let client = conn.client().await?;
+    let dir = conn.dir_options();
+    let mut w = client.new_multi_writer();
+    w.add_create(queue, &[], &dir)
+        .and_then(|()| w.add_create(prefix, contents, opts))
+        .map_err(|e| convert(e, queue))?;
+    let results = conn.commit(queue, w, |_, e| convert(e, queue)).await?;
+    let Some(MultiWriteResult::Create { path, stat }) = results.into_iter().nth(1) else {
+        return Err(TopoError::backend(
+            crate::BACKEND,
+            format!("{queue}: a multi-op of two creates answered otherwise"),
+            zookeeper_client::Error::UnexpectedError("multi-op answer".into()),
+        ));
+    };
+    if !stat.is_invalid() {
+        return Ok((stat, path, true));
+    }
+    // Some servers answer a create inside a multi-op without its stat (ZOOKEEPER-4026).
+    let p = path.as_str();
+    match conn
+        .call(p, |c| async move { c.check_stat(p).await })
+        .await?
+    {
+        Some(stat) => Ok((stat, path, true)),
+        None => Err(TopoError::LockLost(path)),
     }
 }
 
@@ -294,6 +416,8 @@ pub(crate) async fn lock(
     let locks = format!("{}/locks", dir_key.trim_end_matches('/'));
     // Unlike Vitess (which creates the path), a directory with nothing in it is NoNode, as
     // on every other backend: a lock on a missing keyspace is a mistake to report.
+    // A named lock's directory is usually made for the lock and removed with it.
+    let mut queue_exists = false;
     if kind != Kind::Named {
         let d = dir_key.as_str();
         let children = conn
@@ -302,13 +426,14 @@ pub(crate) async fn lock(
         if children.is_empty() {
             return Err(TopoError::NoNode(dir_key));
         }
+        queue_exists = children.iter().any(|c| c == "locks");
     }
-    if kind == Kind::Try && !QueueEntry::queue(conn, &locks).await?.is_empty() {
+    if kind == Kind::Try && queue_exists && !QueueEntry::queue(conn, &locks).await?.is_empty() {
         return Err(TopoError::NodeExists(format!(
             "lock already exists at path {rel_dir}"
         )));
     }
-    let entry = QueueEntry::enqueue(conn, &locks, contents.as_bytes()).await?;
+    let entry = QueueEntry::enqueue(conn, &locks, contents.as_bytes(), queue_exists).await?;
     // Dropping this future while it waits drops the entry, which deletes its node.
     entry.wait_first(&rel_dir).await?;
     Ok(Box::new(ZkLock {
@@ -342,11 +467,7 @@ impl LockDescriptor for ZkLock {
         Ok(())
     }
     async fn unlock(mut self: Box<Self>) -> Result<()> {
-        let existed = self.entry.remove().await?;
-        // The emptied `locks` directory goes too (as Vitess removes it), and directories it
-        // leaves empty; a waiter that queued meanwhile keeps them.
-        self.entry.conn.remove_empty_parents(&self.entry.node).await;
-        if existed {
+        if self.entry.remove_with_queue().await? {
             Ok(())
         } else {
             Err(TopoError::LockLost(self.dir.clone()))

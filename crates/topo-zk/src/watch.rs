@@ -130,6 +130,11 @@ pub(crate) async fn watch_tree(
                     data: None,
                 },
                 EventType::NodeCreated | EventType::NodeDataChanged => {
+                    if event.event_type == EventType::NodeDataChanged {
+                        // Only files change data: even if it is gone before the read below,
+                        // its deletion is reported.
+                        known.insert(event.path.clone());
+                    }
                     let file = match conn.get_key(&event.path).await {
                         // A directory znode (empty, and either with children already or
                         // made with directory permissions) is not reported.

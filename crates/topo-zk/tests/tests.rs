@@ -281,3 +281,45 @@ async fn lock_dropped_during_creation_leaves_no_node() {
     assert_eq!(children.len(), 1, "only the holder's node: {children:?}");
     held.unlock().await.unwrap();
 }
+
+/// Unlocking removes the emptied `locks` directory as Vitess does (a named lock's whole
+/// directory), but keeps it while others queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlock_removes_the_emptied_queue() {
+    let Some(addr) = shared(false) else { return };
+    let root = topo_core::conformance::fresh_root("emptied_queue");
+    let conn = ZkConn::connect(&addr, &root, options()).await.unwrap();
+    let raw = zookeeper_client::Client::connect(&addr).await.unwrap();
+    let exists = |p: String| {
+        let raw = raw.clone();
+        async move { raw.check_stat(&p).await.unwrap().is_some() }
+    };
+    conn.create("/keyspaces/ks/Keyspace", b"").await.unwrap();
+    let first = conn.lock("/keyspaces/ks", "first").await.unwrap();
+    let waiter = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.lock("/keyspaces/ks", "second").await })
+    };
+    // The waiter's node is queued once the queue has two entries.
+    let locks = format!("{root}/keyspaces/ks/locks");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while raw.list_children(&locks).await.unwrap().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the waiter queues");
+    first.unlock().await.unwrap();
+    assert!(exists(locks.clone()).await, "kept for the waiter");
+    let second = waiter.await.unwrap().unwrap();
+    second.unlock().await.unwrap();
+    assert!(!exists(locks).await, "removed once empty");
+    assert!(exists(format!("{root}/keyspaces/ks/Keyspace")).await);
+
+    let named = conn.lock_name("/named/thing", "n").await.unwrap();
+    named.unlock().await.unwrap();
+    assert!(
+        !exists(format!("{root}/named")).await,
+        "nothing left of a named lock"
+    );
+}
