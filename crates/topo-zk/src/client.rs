@@ -30,9 +30,10 @@ pub(crate) struct Session {
     addr: String,
     pub(crate) options: ZkOptions,
     auth: Auth,
-    /// The current client; a plain lock around an `Arc` keeps the per-call cost to a
-    /// reference-count increment.
-    client: std::sync::RwLock<Arc<Client>>,
+    /// The current client, `None` once closed; a plain lock around an `Arc` keeps the
+    /// per-call cost to a reference-count increment. The session ends (and its locks and
+    /// proposals with it) when the last clone of its client is dropped.
+    client: std::sync::RwLock<Option<Arc<Client>>>,
     /// Serialises making a new session.
     reconnect: tokio::sync::Mutex<()>,
     /// The lock and proposal nodes this connection's live entries own: anything else of
@@ -51,7 +52,7 @@ impl Session {
             addr: addr.to_string(),
             options,
             auth,
-            client: std::sync::RwLock::new(Arc::new(client)),
+            client: std::sync::RwLock::new(Some(Arc::new(client))),
             reconnect: tokio::sync::Mutex::new(()),
             queue_nodes: std::sync::Mutex::new(HashSet::new()),
             creating: tokio::sync::Mutex::new(()),
@@ -78,26 +79,45 @@ impl Session {
 
     /// The live client, making a new session when the current one has ended.
     async fn client(&self) -> Result<Arc<Client>> {
-        let current = self.current();
+        let current = self.current()?;
         if !current.state().is_terminated() {
             return Ok(current);
         }
         let _one_at_a_time = self.reconnect.lock().await;
-        let current = self.current();
+        let current = self.current()?;
         if !current.state().is_terminated() {
             return Ok(current);
         }
         tracing::warn!(addr = %self.addr, state = ?current.state(), "ZooKeeper session ended; starting a new one");
         let fresh = Arc::new(Self::connect(&self.addr, &self.options, &self.auth).await?);
-        *self.client.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+        let mut slot = self.client.write().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            // Closed while connecting: the new session goes with `fresh`.
+            return Err(self.closed());
+        }
+        *slot = Some(fresh.clone());
         Ok(fresh)
     }
 
-    fn current(&self) -> Arc<Client> {
+    fn current(&self) -> Result<Arc<Client>> {
         self.client
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+            .ok_or_else(|| self.closed())
+    }
+
+    fn closed(&self) -> TopoError {
+        TopoError::Interrupted(format!("ZooKeeper connection to {} closed", self.addr))
+    }
+
+    /// Lets the session go: it closes (deleting its locks and proposals, ending its
+    /// watches) once calls in flight have dropped their clones of the client.
+    pub(crate) fn close(&self) {
+        self.client
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 }
 

@@ -348,6 +348,7 @@ impl Conn for ZkConn {
 
     async fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
+        self.session.close();
     }
 }
 

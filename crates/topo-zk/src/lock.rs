@@ -63,11 +63,11 @@ impl QueueEntry {
         let created = create_node(conn, queue, contents, queue_exists).await?;
         let lost = Arc::new(AtomicBool::new(false));
         let stop = CancellationToken::new();
-        // The entry is gone for good when its session ends.
-        let client = conn.client().await?;
+        // The entry is gone for good when its session ends. (The task holds no client,
+        // which would keep a closed connection's session alive.)
+        let mut states = conn.client().await?.state_watcher();
         let (flag, token) = (lost.clone(), stop.clone());
         tokio::spawn(async move {
-            let mut states = client.state_watcher();
             loop {
                 tokio::select! {
                     _ = token.cancelled() => return,
@@ -449,6 +449,21 @@ struct ZkLock {
     dir: String,
 }
 
+impl ZkLock {
+    fn lost(&self) -> TopoError {
+        TopoError::LockLost(self.dir.clone())
+    }
+
+    /// A closed connection (`Interrupted`) has released the lock with its session.
+    fn closed_is_lost(&self, e: TopoError) -> TopoError {
+        if e.is(ErrorKind::Interrupted) {
+            self.lost()
+        } else {
+            e
+        }
+    }
+}
+
 #[async_trait]
 impl LockDescriptor for ZkLock {
     fn dir(&self) -> &str {
@@ -461,16 +476,20 @@ impl LockDescriptor for ZkLock {
         Fence::new(self.dir.clone(), self.entry.node.clone(), self.entry.token)
     }
     async fn check(&self) -> Result<()> {
-        if self.entry.lost.load(Ordering::Relaxed) || !self.entry.exists().await? {
-            return Err(TopoError::LockLost(self.dir.clone()));
+        if self.entry.lost.load(Ordering::Relaxed) {
+            return Err(self.lost());
         }
-        Ok(())
+        match self.entry.exists().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.lost()),
+            Err(e) => Err(self.closed_is_lost(e)),
+        }
     }
     async fn unlock(mut self: Box<Self>) -> Result<()> {
-        if self.entry.remove_with_queue().await? {
-            Ok(())
-        } else {
-            Err(TopoError::LockLost(self.dir.clone()))
+        match self.entry.remove_with_queue().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.lost()),
+            Err(e) => Err(self.closed_is_lost(e)),
         }
     }
 }

@@ -323,3 +323,39 @@ async fn unlock_removes_the_emptied_queue() {
         "nothing left of a named lock"
     );
 }
+
+/// `close()` ends the session: its lock goes at once (another connection takes it), its
+/// watches end with `Interrupted`, and later calls fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_releases_locks_and_ends_watches() {
+    use futures::StreamExt;
+    let Some(addr) = shared(false) else { return };
+    let root = topo_core::conformance::fresh_root("close");
+    let first = ZkConn::connect(&addr, &root, options()).await.unwrap();
+    let second = ZkConn::connect(&addr, &root, options()).await.unwrap();
+    first.create("/keyspaces/ks/Keyspace", b"").await.unwrap();
+    let held = first.lock("/keyspaces/ks", "first").await.unwrap();
+    let (_, mut watch) = first.watch("/keyspaces/ks/Keyspace").await.unwrap();
+    first.close().await;
+    let next = tokio::time::timeout(
+        Duration::from_secs(10),
+        second.lock("/keyspaces/ks", "second"),
+    )
+    .await
+    .expect("the closed connection's lock is released")
+    .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("the watch ends");
+    match end {
+        Some(Err(e)) => assert!(e.is(topo_core::ErrorKind::Interrupted), "{e}"),
+        other => panic!("expected Interrupted, got {other:?}"),
+    }
+    let err = held.check().await.unwrap_err();
+    assert!(err.is(topo_core::ErrorKind::LockLost), "{err}");
+    let err = held.unlock().await.unwrap_err();
+    assert!(err.is(topo_core::ErrorKind::LockLost), "{err}");
+    let err = first.get("/keyspaces/ks/Keyspace").await.unwrap_err();
+    assert!(err.is(topo_core::ErrorKind::Interrupted), "{err}");
+    next.unlock().await.unwrap();
+}
