@@ -126,7 +126,8 @@ pub trait Conn: Send + Sync + Debug + 'static {
     /// alive in the background.
     ///
     /// # Errors
-    /// `NoNode` when nothing exists under `dir` (ZooKeeper creates the path instead).
+    /// `NoNode` when nothing exists under `dir` (on every backend; Vitess's zk2topo creates
+    /// the path instead).
     ///
     /// # Cancellation safety
     /// Dropping the future while it waits removes the waiter's entry.

@@ -15,6 +15,17 @@
 //! Server address: `host:port,host:port`, optionally followed by `|host:port,…` naming
 //! observers that serve the read-only global connection.
 //!
+//! ## Differences from Vitess, on purpose
+//! - `lock` / `try_lock` of a directory with nothing in it is `NoNode`, as on every other
+//!   backend (Vitess's zk2topo creates the path and locks it).
+//! - The fencing token is the lock node's creation zxid, not its sequence number: the
+//!   sequence restarts whenever the emptied `locks` directory is removed, the zxid only
+//!   grows. The node's name is still Vitess's ten-digit sequence.
+//! - The read-only global connection syncs its server with the leader before reads, so it
+//!   sees every write completed before the read.
+//! - A lock call dropped mid-way removes its node; `close()` ends the session (releasing
+//!   locks at once).
+//!
 //! ## Layout
 //! Along Vitess's zk2topo files: `lib` (options, factory, the `Conn` implementation),
 //! `client` (session and bounded calls), `file`, `directory`, `lock`, `election`, `watch`,
