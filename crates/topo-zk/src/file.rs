@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use topo_core::{path, Fence, KvInfo, Result, TopoError, Version};
-use zookeeper_client::{MultiWriteResult, MultiWriter};
+use zookeeper_client::{MultiWriteResult, MultiWriter, Permission};
 
 use crate::error::convert;
 use crate::ZkConn;
@@ -226,8 +226,18 @@ impl ZkConn {
             .collect())
     }
 
-    /// Every leaf znode at or below `key` (files), as (key, data, version), reading at
-    /// most [`WALK_CONCURRENCY`] znodes at once per level.
+    /// Whether a znode with empty data and no children is a file rather than an empty
+    /// directory: both look alike, but files are created without the CREATE permission
+    /// (Vitess's file ACL is ADMIN|READ|WRITE, its directory ACL all permissions).
+    pub(crate) async fn is_empty_file(&self, key: &str) -> Result<bool> {
+        let (acls, _) = self
+            .call(key, |c| async move { c.get_acl(key).await })
+            .await?;
+        Ok(!acls.iter().any(|a| a.permission().has(Permission::CREATE)))
+    }
+
+    /// Every file at or below `key` (leaf znodes, less empty directories), as (key, data,
+    /// version), reading at most [`WALK_CONCURRENCY`] znodes at once per level.
     pub(crate) fn walk(&self, key: String) -> BoxFuture<'_, Result<Vec<Leaf>>> {
         async move {
             let k = key.as_str();
@@ -240,8 +250,17 @@ impl ZkConn {
                 Err(e) => return Err(e),
             };
             if children.is_empty() {
-                return match self.get_key(k).await {
-                    Ok((data, v)) => Ok(vec![(key, data, v)]),
+                let (data, v) = match self.get_key(k).await {
+                    Ok(read) => read,
+                    Err(e) if e.is_no_node() => return Ok(Vec::new()),
+                    Err(e) => return Err(e),
+                };
+                if !data.is_empty() {
+                    return Ok(vec![(key, data, v)]);
+                }
+                return match self.is_empty_file(k).await {
+                    Ok(true) => Ok(vec![(key, data, v)]),
+                    Ok(false) => Ok(Vec::new()),
                     Err(e) if e.is_no_node() => Ok(Vec::new()),
                     Err(e) => Err(e),
                 };

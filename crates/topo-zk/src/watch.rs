@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use topo_core::{RecursiveChange, Result, TopoError, Version, WatchData, WatchStream};
-use zookeeper_client::{AddWatchMode, EventType, OneshotWatcher, Permission, WatchedEvent};
+use zookeeper_client::{AddWatchMode, EventType, OneshotWatcher, WatchedEvent};
 
 use crate::ZkConn;
 
@@ -79,16 +79,6 @@ pub(crate) async fn watch_file(
     ))
 }
 
-/// Whether a newly created znode with empty data and no children is a file rather than a
-/// directory: both look alike, but files are created without the CREATE permission (Vitess's
-/// file ACL is ADMIN|READ|WRITE, its directory ACL all permissions).
-async fn is_empty_file(conn: &ZkConn, key: &str) -> Result<bool> {
-    let (acls, _) = conn
-        .call(key, |c| async move { c.get_acl(key).await })
-        .await?;
-    Ok(!acls.iter().any(|a| a.permission().has(Permission::CREATE)))
-}
-
 /// Watches every file below `key` with a persistent recursive watch.
 pub(crate) async fn watch_tree(
     conn: ZkConn,
@@ -141,7 +131,7 @@ pub(crate) async fn watch_tree(
                         Ok((data, version))
                             if data.is_empty() && event.event_type == EventType::NodeCreated =>
                         {
-                            match is_empty_file(&conn, &event.path).await {
+                            match conn.is_empty_file(&event.path).await {
                                 Ok(true) => Ok((data, version)),
                                 Ok(false) => continue,
                                 Err(e) => Err(e),

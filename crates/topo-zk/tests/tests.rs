@@ -359,3 +359,30 @@ async fn close_releases_locks_and_ends_watches() {
     assert!(err.is(topo_core::ErrorKind::Interrupted), "{err}");
     next.unlock().await.unwrap();
 }
+
+/// `list` returns files, empty ones included, but not empty directories (an election's
+/// directory stays after its proposals go).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_returns_empty_files_not_empty_directories() {
+    let Some(addr) = shared(false) else { return };
+    let root = topo_core::conformance::fresh_root("list_empty");
+    let conn = ZkConn::connect(&addr, &root, options()).await.unwrap();
+    conn.create("/keyspaces/ks/Keyspace", b"").await.unwrap();
+    let election = conn
+        .new_leader_participation("primary", "me")
+        .await
+        .unwrap();
+    election.wait_for_leadership().await.unwrap();
+    election.stop().await;
+    let raw = zookeeper_client::Client::connect(&addr).await.unwrap();
+    let dir = format!("{root}/elections/primary");
+    assert!(raw.check_stat(&dir).await.unwrap().is_some());
+    let keys: Vec<(String, Vec<u8>)> = conn
+        .list("/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|kv| (kv.key, kv.value))
+        .collect();
+    assert_eq!(keys, vec![("/keyspaces/ks/Keyspace".to_string(), vec![])]);
+}
