@@ -148,11 +148,26 @@ impl QueueEntry {
             .is_some())
     }
 
-    /// Deletes the node; true when it still existed.
-    pub(crate) async fn remove(&mut self) -> Result<bool> {
+    /// Marks the entry as going: no more session tracking, no deletion on drop.
+    fn release(&mut self) {
         self.released = true;
         self.stop.cancel();
         self.conn.forget(&self.node);
+    }
+
+    /// After a failed deletion whose outcome is unknown (a timeout, a lost connection),
+    /// keeps trying in the background: the session lives on, and so would the node.
+    fn retry_in_background(&self, e: TopoError) -> TopoError {
+        if e.is_retryable() {
+            let (conn, node) = (self.conn.clone(), self.node.clone());
+            tokio::spawn(async move { delete_quietly(&conn, &node).await });
+        }
+        e
+    }
+
+    /// Deletes the node; true when it still existed.
+    pub(crate) async fn remove(&mut self) -> Result<bool> {
+        self.release();
         // Once only: after a retry, NoNode could not tell "we deleted it" from "it was gone".
         let n = self.node.as_str();
         match self
@@ -162,19 +177,15 @@ impl QueueEntry {
         {
             Ok(()) => Ok(true),
             Err(e) if e.is_no_node() => Ok(false),
-            Err(e) => Err(e),
+            Err(e) => Err(self.retry_in_background(e)),
         }
     }
-}
 
-impl QueueEntry {
     /// Deletes the node and, when it was the last, the queue directory and the directories
     /// that leaves empty (as Vitess's unlock does); true when the node still existed. The
     /// node and the queue go in one multi-op when nobody else queues.
     pub(crate) async fn remove_with_queue(&mut self) -> Result<bool> {
-        self.released = true;
-        self.stop.cancel();
-        self.conn.forget(&self.node);
+        self.release();
         let client = self.conn.client().await?;
         let mut w = client.new_multi_writer();
         w.add_delete(&self.node, None)
@@ -199,7 +210,7 @@ impl QueueEntry {
                 self.conn.remove_empty_parents(&self.node).await;
                 Ok(false)
             }
-            Err(e) => Err(e),
+            Err(e) => Err(self.retry_in_background(e)),
         }
     }
 }
@@ -209,8 +220,7 @@ impl Drop for QueueEntry {
         if self.released {
             return;
         }
-        self.stop.cancel();
-        self.conn.forget(&self.node);
+        self.release();
         let (conn, node) = (self.conn.clone(), self.node.clone());
         if let Ok(h) = tokio::runtime::Handle::try_current() {
             h.spawn(async move { delete_quietly(&conn, &node).await });
