@@ -16,10 +16,10 @@ use zookeeper_client::{Client, MultiWriteError, MultiWriteResult, MultiWriter};
 use crate::error::convert;
 use crate::{ZkConn, ZkOptions};
 
-/// How many times an idempotent call is tried when the connection drops under it.
-const ATTEMPTS: u32 = 4;
-/// The pause before the first retry; doubled for each further one.
-const BACKOFF: Duration = Duration::from_millis(100);
+/// The pause before the first retry of a call whose connection dropped; doubled for each
+/// further one up to [`MAX_BACKOFF`]. The remote-operation timeout bounds them all.
+const BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Credentials from the auth file: scheme and auth bytes.
 pub(crate) type Auth = Option<(String, Vec<u8>)>;
@@ -133,8 +133,9 @@ impl ZkConn {
     }
 
     /// Runs an idempotent `op` about `what`: retried with backoff when the connection drops
-    /// under it (the client reconnects within the session), all attempts together bounded
-    /// by the remote-operation timeout.
+    /// under it (the client reconnects within the session, to another server if need be,
+    /// which may take an election), all attempts together bounded by the remote-operation
+    /// timeout.
     pub(crate) async fn call<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
     where
         F: Fn(Arc<Client>) -> Fut,
@@ -142,14 +143,12 @@ impl ZkConn {
     {
         let attempts = async {
             let mut pause = BACKOFF;
-            let mut attempt = 1;
             loop {
                 match op(self.client().await?).await {
-                    Err(zookeeper_client::Error::ConnectionLoss) if attempt < ATTEMPTS => {
-                        tracing::debug!(what, attempt, "ZooKeeper connection lost; retrying");
+                    Err(zookeeper_client::Error::ConnectionLoss) => {
+                        tracing::debug!(what, ?pause, "ZooKeeper connection lost; retrying");
                         tokio::time::sleep(pause).await;
-                        pause *= 2;
-                        attempt += 1;
+                        pause = (pause * 2).min(MAX_BACKOFF);
                     }
                     r => return r.map_err(|e| convert(e, what)),
                 }
