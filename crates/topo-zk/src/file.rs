@@ -79,6 +79,9 @@ impl ZkConn {
     ) -> Result<Vec<MultiWriteResult>> {
         // The lock node must be the very one we created (its creation zxid is the token):
         // a node of the same name made after the queue directory was recreated is not ours.
+        // ZooKeeper's check op compares only data versions, so this read precedes the
+        // multi-op; a replacement between the two would need our node deleted, its queue
+        // removed and remade, and a new node of the same name, all in one round trip.
         let fk = fence.key();
         let stat = self
             .call(fk, |c| async move { c.check_stat(fk).await })
