@@ -15,6 +15,7 @@
 mod text;
 mod unknown;
 
+pub mod golden;
 pub mod json;
 pub mod names;
 

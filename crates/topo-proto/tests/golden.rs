@@ -1,19 +1,13 @@
-//! The golden vectors of `shared/data/golden` (or `$TOPO_GOLDEN_DIR`): bytes made by the
+//! The golden vectors of `tests/golden` (or `$TOPO_GOLDEN_DIR`): bytes made by the
 //! reference protobuf implementation from Vitess's field definitions, with the JSON that
 //! vtctldclient prints for them. Every case must decode to that JSON, and encode back.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
+use topo_proto::golden::{self, GoldenCase};
 use topo_proto::json::{json_to_bytes, pretty_string, to_json, JsonForm};
 use topo_proto::{topodata, vschema, Record, Stored};
-
-fn golden_dir() -> PathBuf {
-    match std::env::var_os("TOPO_GOLDEN_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/golden"),
-    }
-}
 
 /// JSON values compared with every number as a float (`5` and `5.0` are the same value).
 fn normalize(v: Value) -> Value {
@@ -25,33 +19,6 @@ fn normalize(v: Value) -> Value {
         Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, normalize(v))).collect()),
         other => other,
     }
-}
-
-struct Case {
-    name: String,
-    type_name: String,
-    has_maps: bool,
-    has_unknown: bool,
-}
-
-fn cases(dir: &Path) -> Vec<Case> {
-    let manifest = std::fs::read_to_string(dir.join("manifest.tsv"))
-        .unwrap_or_else(|e| panic!("reading {}/manifest.tsv: {e}", dir.display()));
-    manifest
-        .lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let cols: Vec<&str> = l.split('\t').collect();
-            assert!(cols.len() >= 5, "bad manifest line {l:?}");
-            Case {
-                name: cols[0].to_string(),
-                type_name: cols[1].to_string(),
-                has_maps: cols[3] == "yes",
-                has_unknown: cols[4] == "yes",
-            }
-        })
-        .collect()
 }
 
 /// Decodes with the typed record wrapper and re-encodes.
@@ -89,7 +56,7 @@ fn read_json(dir: &Path, file: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
-fn check_case(dir: &Path, case: &Case) -> Result<(), String> {
+fn check_case(dir: &Path, case: &GoldenCase) -> Result<(), String> {
     let name = &case.name;
     let pb = read(dir, &format!("{name}.pb")).ok_or(format!("{name}.pb missing"))?;
     let expected_bytes = read(dir, &format!("{name}.reencoded.pb")).unwrap_or_else(|| pb.clone());
@@ -149,8 +116,8 @@ fn check_case(dir: &Path, case: &Case) -> Result<(), String> {
 
 #[test]
 fn golden_vectors() {
-    let dir = golden_dir();
-    let cases = cases(&dir);
+    let dir = golden::dir();
+    let cases = golden::manifest(&dir).unwrap_or_else(|e| panic!("{e}"));
     assert!(!cases.is_empty(), "no golden cases in {}", dir.display());
     let failures: Vec<String> = cases
         .iter()

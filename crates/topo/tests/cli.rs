@@ -591,76 +591,78 @@ fn errors_are_clear_and_write_nothing() {
         .stdout(predicate::str::contains("Example"));
 }
 
-fn golden_dir() -> PathBuf {
-    match std::env::var_os("TOPO_GOLDEN_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/golden"),
-    }
-}
-
-/// Records written from the golden vectors print exactly the vectors' JSON.
+/// Records written from the golden vectors print exactly the vectors' JSON. The cases are
+/// taken by record type from the folder's manifest, whatever their names.
 #[test]
 fn golden_records_print_as_vtctldclient_does() {
     let env = Env::new();
     env.with_cell();
-    let dir = golden_dir();
-    let cases = [
+    let dir = topo_proto::golden::dir();
+    let cases = topo_proto::golden::manifest(&dir).unwrap_or_else(|e| panic!("{e}"));
+    // Where each record type is written, the command that prints it, and the field of the
+    // printed JSON that holds the record ("" for the whole output).
+    let targets = [
         (
-            "shard_primary_minus80",
+            "topodata.Shard",
             "global",
             "/keyspaces/ks/shards/-80/Shard",
             vec!["GetShard", "ks/-80"],
             "shard",
         ),
         (
-            "shard_unknown_fields",
-            "global",
-            "/keyspaces/ks/shards/0/Shard",
-            vec!["GetShard", "ks/0"],
-            "shard",
-        ),
-        (
-            "keyspace_full",
+            "topodata.Keyspace",
             "global",
             "/keyspaces/ks/Keyspace",
             vec!["GetKeyspace", "ks"],
             "keyspace",
         ),
         (
-            "tablet_primary_zone1_100",
+            "topodata.Tablet",
             "zone1",
             "/tablets/zone1-0000000100/Tablet",
             vec!["GetTablet", "zone1-100"],
             "",
         ),
         (
-            "srvkeyspace_two_shards",
+            "topodata.SrvKeyspace",
             "zone1",
             "/keyspaces/ks/SrvKeyspace",
             vec!["GetSrvKeyspaces", "ks", "zone1"],
             "zone1",
         ),
     ];
-    for (case, cell, path, command, field) in cases {
-        let pb = dir.join(format!("{case}.pb"));
-        env.ok(&[
-            "WriteTopologyPath",
-            "--cell",
-            cell,
-            path,
-            pb.to_str().unwrap(),
-        ]);
-        let got = env.json(&command);
-        let got = if field.is_empty() {
-            got
-        } else {
-            got[field].clone()
-        };
-        let want: Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.join(format!("{case}.json"))).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(normalize(got), normalize(want), "{case}");
+    for (type_name, cell, path, command, field) in targets {
+        let of_type: Vec<_> = cases.iter().filter(|c| c.type_name == type_name).collect();
+        assert!(
+            !of_type.is_empty(),
+            "{} has no {type_name} case",
+            dir.display()
+        );
+        for case in of_type {
+            eprintln!(
+                "golden case {} ({type_name}) through {command:?}",
+                case.name
+            );
+            let pb = dir.join(format!("{}.pb", case.name));
+            env.ok(&[
+                "WriteTopologyPath",
+                "--cell",
+                cell,
+                path,
+                pb.to_str().unwrap(),
+            ]);
+            let got = env.json(&command);
+            let got = if field.is_empty() {
+                got
+            } else {
+                got[field].clone()
+            };
+            let want: Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.join(format!("{}.json", case.name))).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(normalize(got), normalize(want), "{}", case.name);
+        }
     }
 }
 
