@@ -112,6 +112,18 @@ pub(crate) struct GlobalArgs {
         global = true
     )]
     pub(crate) etcd_lease_ttl: u64,
+    /// local: lease TTL of locks (renewed while held; a holder that stops renewing loses the
+    /// lock after this long).
+    #[arg(id = "g_local_lock_ttl", long = "topo-local-lock-ttl", alias = "topo_local_lock_ttl", default_value = "30s", value_parser = parse_duration, global = true)]
+    pub(crate) local_lock_ttl: Duration,
+    /// Do not fence writes by the lock of an enclosing `topo lock` (TOPO_LOCK_FENCE).
+    #[arg(
+        id = "g_no_fence",
+        long = "no-fence",
+        alias = "no_fence",
+        global = true
+    )]
+    pub(crate) no_fence: bool,
     /// etcd: CA certificate to verify the server (alone: server-authenticated TLS).
     #[arg(
         id = "g_etcd_tls_ca",
@@ -711,10 +723,34 @@ pub(crate) enum Command {
         path: String,
     },
     /// Run a command while holding the lock of a global directory. Example: topo lock keyspaces/commerce -- ./migrate.sh
+    ///
+    /// The command runs in its own process group and dies with the lock: when `topo lock`
+    /// is killed (even with SIGKILL) the group is killed; when the lock is lost the group gets
+    /// SIGTERM, then SIGKILL after --kill-grace. SIGINT, SIGTERM and SIGHUP are passed on to
+    /// the command. Every `topo` run inside fences its writes by the lock (TOPO_LOCK_FENCE),
+    /// so a write made after the lock is gone is refused; TOPO_LOCK_FENCING_TOKEN and
+    /// TOPO_LOCK_KEY (on etcd also ETCD_LOCK_KEY and ETCD_LOCK_REV) let other programs fence
+    /// too. The command cannot read from the terminal (it is not in the foreground group).
+    ///
+    /// Exit status: the command's (128+N when it was killed by signal N); 125 when the lock
+    /// was lost while it ran; 126/127 when it could not be run; 1 when the lock could not be
+    /// taken.
     #[command(name = "lock")]
     Lock {
+        /// How long a command gets to exit after SIGTERM when the lock is lost.
+        #[arg(long = "kill-grace", alias = "kill_grace", default_value = "5s", value_parser = parse_duration)]
+        kill_grace: Duration,
         /// Directory to lock (relative to the global root).
         dir: String,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Internal: the process that runs `topo lock`'s command (see `lock`).
+    #[command(name = "__lock-supervise", hide = true)]
+    LockSupervise {
+        /// The process id of the `topo lock` holding the lock.
+        parent: i32,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,

@@ -754,7 +754,10 @@ fn newcomer_commands_are_the_readme_ones() {
     let quick = readme_section(&readme, "## Quick start");
     assert_eq!(first_sh_block(quick), ["scripts/demo", "scripts/test"]);
     let demo = std::fs::read_to_string(root.join("scripts/demo")).unwrap();
-    assert!(demo.contains("-p topo -- demo"), "{demo}");
+    assert!(
+        demo.contains("cargo build --release --quiet -p topo") && demo.contains("\"$topo\" demo"),
+        "{demo}"
+    );
     // What the demo script runs, run here the way a newcomer's machine would.
     let env = Env::new();
     env.ok(&["demo"]);

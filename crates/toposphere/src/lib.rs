@@ -41,6 +41,7 @@
 
 pub mod cells;
 pub mod copy;
+pub mod fencing;
 pub mod keyspace;
 pub mod locks;
 pub mod names;

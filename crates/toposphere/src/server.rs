@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use topo_core::wrap::{StatsConn, TopoStats, DEFAULT_READ_CONCURRENCY};
-use topo_core::{Conn, Factory, Result, TopoError};
+use topo_core::{Conn, Factory, Fence, Result, TopoError};
+
+use crate::fencing::FencedConn;
 use topo_proto::topodata::CellInfo;
 
 /// Vitess's cell name for the global topology.
@@ -70,6 +72,10 @@ pub struct ServerConfig {
     pub remote_operation_timeout: Duration,
     /// Concurrent reads per cell (Vitess's `--topo-read-concurrency`, 32).
     pub read_concurrency: usize,
+    /// When set, every write through the server is fenced by this lock of the global
+    /// topology (see [`crate::fencing`]): refused once the lock is gone. Writes to a cell on
+    /// other servers than the global topology are refused.
+    pub fence: Option<Fence>,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +84,7 @@ impl Default for ServerConfig {
             lock_timeout: Duration::from_secs(45),
             remote_operation_timeout: Duration::from_secs(15),
             read_concurrency: DEFAULT_READ_CONCURRENCY,
+            fence: None,
         }
     }
 }
@@ -91,6 +98,8 @@ struct CellConn {
 #[derive(Debug)]
 struct Inner {
     factory: Arc<dyn Factory>,
+    /// The global topology's server address: cells on the same servers can be fenced.
+    server_address: String,
     global: Arc<dyn Conn>,
     global_read_only: Arc<dyn Conn>,
     cells: Mutex<HashMap<String, CellConn>>,
@@ -143,6 +152,10 @@ impl Server {
             StatsConn::with_stats(raw, GLOBAL_CELL, stats.clone(), reads.clone(), false)
                 .with_deadline(limit),
         );
+        let global = match &config.fence {
+            Some(fence) => Arc::new(FencedConn::new(global, fence.clone())) as Arc<dyn Conn>,
+            None => global,
+        };
         let global_read_only = if factory.has_global_read_only_cell(server_address, root) {
             let raw = factory
                 .create(GLOBAL_READ_ONLY_CELL, server_address, root)
@@ -157,6 +170,7 @@ impl Server {
         Ok(Server {
             inner: Arc::new(Inner {
                 factory,
+                server_address: server_address.to_string(),
                 global,
                 global_read_only,
                 cells: Mutex::new(HashMap::new()),
@@ -226,6 +240,20 @@ impl Server {
             )
             .with_deadline(self.inner.config.remote_operation_timeout),
         );
+        let conn: Arc<dyn Conn> = match &self.inner.config.fence {
+            None => conn,
+            Some(fence) if info.server_address == self.inner.server_address => {
+                Arc::new(FencedConn::new(conn, fence.clone()))
+            }
+            Some(_) => Arc::new(FencedConn::refusing(
+                conn,
+                format!(
+                    "cell {cell} is on other servers ({}) than the lock fencing this process's \
+                     writes ({}), so its writes cannot be fenced",
+                    info.server_address, self.inner.server_address
+                ),
+            )),
+        };
         let stale = {
             let mut cells = self.inner.cells.lock().unwrap_or_else(|e| e.into_inner());
             // Another task may have connected meanwhile; keep the first connection.

@@ -4,6 +4,7 @@ mod cells;
 mod demo;
 mod doctor;
 mod keyspaces;
+mod lock;
 mod migrate;
 mod raw;
 mod serving;
@@ -24,7 +25,10 @@ use crate::args::{Cli, Command, GlobalArgs};
 /// The backends this binary was built with, configured from the flags.
 pub(crate) fn registry(g: &GlobalArgs) -> Registry {
     let mut r = Registry::with_memory();
-    r.register(Arc::new(LocalFactory::new(LocalOptions::default())));
+    r.register(Arc::new(LocalFactory::new(LocalOptions {
+        lock_ttl: g.local_lock_ttl,
+        ..LocalOptions::default()
+    })));
     r.register(Arc::new(EtcdFactory::new(EtcdOptions {
         lease_ttl: std::time::Duration::from_secs(g.etcd_lease_ttl.max(1)),
         remote_operation_timeout: g.remote_operation_timeout,
@@ -55,6 +59,7 @@ pub(crate) async fn open(
         lock_timeout: global.lock_timeout,
         remote_operation_timeout: global.remote_operation_timeout,
         read_concurrency: global.read_concurrency,
+        fence: enclosing_lock_fence(global, implementation, address, root)?,
     };
     Server::open(&registry(global), implementation, address, root, config)
         .await
@@ -64,6 +69,33 @@ pub(crate) async fn open(
             }
             other => other,
         })
+}
+
+/// The fence of the `topo lock` this process runs under, when it locked the topology about
+/// to be opened (and `--no-fence` was not given).
+fn enclosing_lock_fence(
+    global: &GlobalArgs,
+    implementation: &str,
+    address: &str,
+    root: &str,
+) -> Result<Option<topo_core::Fence>> {
+    if global.no_fence {
+        return Ok(None);
+    }
+    let Some(lock) = toposphere::fencing::LockEnv::from_env()? else {
+        return Ok(None);
+    };
+    if lock.is_in(implementation, address, root) {
+        tracing::info!(dir = %lock.dir, token = lock.token, "writes are fenced by the enclosing topo lock");
+        Ok(Some(lock.fence()))
+    } else {
+        eprintln!(
+            "topo: warning: the enclosing topo lock holds {} in another topology ({} {} {}); \
+             writes to {implementation} {address} {root} are not fenced by it",
+            lock.dir, lock.implementation, lock.server_address, lock.root
+        );
+        Ok(None)
+    }
 }
 
 /// Reads a file the user named, with its path in the error.
@@ -88,6 +120,9 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         clap_complete::generate(*shell, &mut Cli::command(), "topo", &mut script);
         let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), &script);
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::LockSupervise { parent, command } = &cli.command {
+        return lock::supervise(*parent, command).await;
     }
     let ts = open(&g, &g.implementation, &g.server_address, &g.root).await?;
     let result = dispatch(&ts, &g, cli.command, compact).await;
@@ -163,8 +198,12 @@ async fn dispatch(
         | C::Stat { .. }
         | C::Touch { .. }
         | C::Watch { .. }
-        | C::Wait { .. }
-        | C::Lock { .. } => return raw::run(ts, command).await,
+        | C::Wait { .. } => return raw::run(ts, command).await,
+        C::Lock {
+            kill_grace,
+            dir,
+            command,
+        } => return lock::run(ts, g, &dir, &command, kill_grace).await,
         C::Topo2Topo(args) => migrate::topo2topo(ts, g, args).await?,
         C::Backup { file } => migrate::backup(ts, &file).await?,
         C::Restore {
@@ -175,7 +214,9 @@ async fn dispatch(
         C::VerifyBackup { file } => migrate::verify_backup(&file)?,
         C::Doctor { stale_after } => return doctor::run(ts, stale_after).await,
         C::Demo { force } => demo::run(ts, g, force).await?,
-        C::Completion { .. } => unreachable!("handled before opening the topology"),
+        C::Completion { .. } | C::LockSupervise { .. } => {
+            unreachable!("handled before opening the topology")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

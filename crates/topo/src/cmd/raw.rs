@@ -248,34 +248,6 @@ async fn watch(conn: Arc<dyn Conn>, path: &str, recursive: bool) -> Result<ExitC
     }
 }
 
-async fn lock_and_run(ts: &Server, dir: &str, command: &[String]) -> Result<ExitCode> {
-    let (program, args) = command
-        .split_first()
-        .ok_or_else(|| TopoError::invalid("lock: no command given after --"))?;
-    let contents =
-        toposphere::locks::lock_descriptor(&format!("topo lock -- {}", command.join(" ")));
-    let guard = ts
-        .global()
-        .lock_timeout(dir, &contents, ts.config().lock_timeout)
-        .await?;
-    let status = tokio::process::Command::new(program)
-        .args(args)
-        .env("TOPO_LOCK_FENCING_TOKEN", guard.fencing_token().to_string())
-        .status()
-        .await;
-    let held = guard.check().await;
-    let unlocked = guard.unlock().await;
-    let status = status.map_err(|e| TopoError::invalid(format!("cannot run {program}: {e}")))?;
-    if let Err(e) = held.and(unlocked) {
-        eprintln!("topo: the lock on {dir} was lost while the command ran: {e}");
-        return Ok(ExitCode::from(125));
-    }
-    Ok(match status.code() {
-        Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
-        None => ExitCode::from(128),
-    })
-}
-
 pub(crate) async fn run(ts: &Server, command: Command) -> Result<ExitCode> {
     match command {
         Command::TopoCat {
@@ -398,7 +370,6 @@ pub(crate) async fn run(ts: &Server, command: Command) -> Result<ExitCode> {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         }
-        Command::Lock { dir, command } => return lock_and_run(ts, &dir, &command).await,
         other => unreachable!("not a raw command: {other:?}"),
     }
     Ok(ExitCode::SUCCESS)
