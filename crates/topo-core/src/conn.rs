@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
+use crate::limit::ValueLimit;
 use crate::types::{DirEntry, Fence, KvInfo, RecursiveChange, Version, WatchData};
 use crate::watch::WatchStream;
 
@@ -172,6 +173,12 @@ pub trait Conn: Send + Sync + Debug + 'static {
 
     /// Closes the connection. Later calls fail; held locks are released.
     async fn close(&self);
+
+    /// The largest value this connection writes; larger creates and updates are refused
+    /// with `TooLarge` before anything is sent. `None`: no limit (the memory backend).
+    fn value_limit(&self) -> Option<ValueLimit> {
+        None
+    }
 }
 
 /// A held lock (Vitess's `LockDescriptor`). Dropping it releases the lock in the background.

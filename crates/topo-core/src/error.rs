@@ -47,6 +47,8 @@ pub enum ErrorKind {
     ReadOnly,
     /// Stored bytes could not be decoded.
     Corrupt,
+    /// A value is larger than the backend stores.
+    TooLarge,
     /// Any other backend failure.
     Backend,
 }
@@ -115,6 +117,18 @@ pub enum TopoError {
         /// What is wrong with them.
         message: String,
     },
+    /// A value over the backend's size limit, refused before anything was sent.
+    #[error("{path}: a value of {size} bytes is over this topology's limit of {limit} bytes ({setting} raises it, if the servers accept more)")]
+    TooLarge {
+        /// Where the value was to be written.
+        path: String,
+        /// Its size in bytes.
+        size: usize,
+        /// The largest value the backend accepts.
+        limit: usize,
+        /// The setting that raises the limit.
+        setting: &'static str,
+    },
     /// Any other failure of a backend, with its source.
     #[error("{backend}: {message}{}", source.as_ref().map(|s| format!(": {s}")).unwrap_or_default())]
     Backend {
@@ -148,6 +162,7 @@ impl TopoError {
             TopoError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             TopoError::ReadOnly { .. } => ErrorKind::ReadOnly,
             TopoError::Corrupt { .. } => ErrorKind::Corrupt,
+            TopoError::TooLarge { .. } => ErrorKind::TooLarge,
             TopoError::Backend { .. } => ErrorKind::Backend,
         }
     }

@@ -22,6 +22,7 @@ pub mod conn;
 pub mod election;
 pub mod error;
 pub mod ext;
+pub mod limit;
 pub mod memory;
 pub mod path;
 pub mod types;
@@ -31,6 +32,7 @@ pub mod wrap;
 pub use conn::{Conn, Factory, LeaderParticipation, LockDescriptor, LockGuard};
 pub use error::{ErrorKind, Result, TopoError};
 pub use ext::ConnExt;
+pub use limit::ValueLimit;
 pub use types::{
     dir_entries, DirEntry, DirEntryType, Fence, KvInfo, RecursiveChange, Version, WatchData,
 };

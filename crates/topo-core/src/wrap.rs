@@ -275,6 +275,9 @@ impl<H: ConnHook> Conn for HookedConn<H> {
     async fn close(&self) {
         self.inner.close().await
     }
+    fn value_limit(&self) -> Option<crate::ValueLimit> {
+        self.inner.value_limit()
+    }
 }
 
 /// Counters of one operation on one cell.

@@ -36,7 +36,7 @@ use etcd_client::Client;
 use tokio_util::sync::CancellationToken;
 use topo_core::{
     path, Conn, DirEntry, Factory, Fence, KvInfo, LeaderParticipation, LockGuard, RecursiveChange,
-    Result, TopoError, Version, WatchData, WatchStream,
+    Result, TopoError, ValueLimit, Version, WatchData, WatchStream,
 };
 
 pub(crate) const BACKEND: &str = "etcd2";
@@ -63,6 +63,9 @@ pub struct EtcdOptions {
     pub dial_timeout: Duration,
     /// TLS files; none means plaintext.
     pub tls: TlsFiles,
+    /// The servers' `--max-request-bytes`: values that would make a larger request are
+    /// refused before they are sent.
+    pub max_request_bytes: usize,
 }
 
 impl Default for EtcdOptions {
@@ -72,6 +75,7 @@ impl Default for EtcdOptions {
             remote_operation_timeout: Duration::from_secs(15),
             dial_timeout: Duration::from_secs(5),
             tls: TlsFiles::default(),
+            max_request_bytes: topo_core::limit::ETCD_DEFAULT_MAX_REQUEST_BYTES,
         }
     }
 }
@@ -120,6 +124,27 @@ impl std::fmt::Debug for EtcdConn {
     }
 }
 
+impl EtcdConn {
+    fn value_limit_of(&self) -> ValueLimit {
+        ValueLimit::for_requests(
+            self.options.max_request_bytes,
+            "--topo-etcd-max-request-bytes",
+        )
+    }
+
+    /// [`EtcdConn::write`] after refusing a value over the limit (nothing is sent then).
+    async fn checked_write(
+        &self,
+        fence: Option<&Fence>,
+        path: &str,
+        contents: &[u8],
+        version: Option<Option<&Version>>,
+    ) -> Result<Version> {
+        self.value_limit_of().check(path, contents.len())?;
+        self.write(fence, path, contents, version).await
+    }
+}
+
 #[async_trait]
 impl Conn for EtcdConn {
     async fn list_dir(&self, dir: &str, full: bool) -> Result<Vec<DirEntry>> {
@@ -127,7 +152,7 @@ impl Conn for EtcdConn {
     }
 
     async fn create(&self, path: &str, contents: &[u8]) -> Result<Version> {
-        self.write(None, path, contents, None).await
+        self.checked_write(None, path, contents, None).await
     }
 
     async fn update(
@@ -136,7 +161,8 @@ impl Conn for EtcdConn {
         contents: &[u8],
         version: Option<&Version>,
     ) -> Result<Version> {
-        self.write(None, path, contents, Some(version)).await
+        self.checked_write(None, path, contents, Some(version))
+            .await
     }
 
     async fn get(&self, path: &str) -> Result<(Vec<u8>, Version)> {
@@ -156,7 +182,7 @@ impl Conn for EtcdConn {
     }
 
     async fn create_fenced(&self, fence: &Fence, path: &str, contents: &[u8]) -> Result<Version> {
-        self.write(Some(fence), path, contents, None).await
+        self.checked_write(Some(fence), path, contents, None).await
     }
 
     async fn update_fenced(
@@ -166,7 +192,8 @@ impl Conn for EtcdConn {
         contents: &[u8],
         version: Option<&Version>,
     ) -> Result<Version> {
-        self.write(Some(fence), path, contents, Some(version)).await
+        self.checked_write(Some(fence), path, contents, Some(version))
+            .await
     }
 
     async fn delete_fenced(
@@ -234,5 +261,9 @@ impl Conn for EtcdConn {
 
     async fn close(&self) {
         self.closed.cancel();
+    }
+
+    fn value_limit(&self) -> Option<ValueLimit> {
+        Some(self.value_limit_of())
     }
 }

@@ -36,7 +36,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use topo_core::election::SequenceElection;
 use topo_core::{
     path, Conn, DirEntry, Factory, Fence, KvInfo, LeaderParticipation, LockGuard, RecursiveChange,
-    Result, TopoError, Version, WatchData, WatchStream,
+    Result, TopoError, ValueLimit, Version, WatchData, WatchStream,
 };
 
 use crate::error::convert;
@@ -54,6 +54,9 @@ pub struct LocalOptions {
     pub lock_ttl: Duration,
     /// How often each process reads the change log (watch delay is at most about this).
     pub poll_interval: Duration,
+    /// The largest value stored. By default the smallest of etcd's and ZooKeeper's default
+    /// limits, so what fits here can be copied to either.
+    pub max_value_bytes: usize,
 }
 
 impl Default for LocalOptions {
@@ -61,6 +64,7 @@ impl Default for LocalOptions {
         LocalOptions {
             lock_ttl: Duration::from_secs(30),
             poll_interval: Duration::from_millis(10),
+            max_value_bytes: ValueLimit::smallest_default(MAX_VALUE_SETTING).max,
         }
     }
 }
@@ -118,6 +122,9 @@ pub struct LocalConn {
     closed: Arc<AtomicBool>,
 }
 
+/// The setting that raises the local store's value limit.
+const MAX_VALUE_SETTING: &str = "--topo-local-max-value-bytes";
+
 /// A live entry: key, value (empty unless asked for), version, and whether it is ephemeral.
 type Row = (String, Vec<u8>, i64, bool);
 
@@ -129,6 +136,13 @@ enum Mode {
 }
 
 impl LocalConn {
+    fn limit(&self) -> ValueLimit {
+        ValueLimit {
+            max: self.options.max_value_bytes,
+            setting: MAX_VALUE_SETTING,
+        }
+    }
+
     /// Opens the database at `path` (creating it) and connects under `root`. Every call
     /// opens the file anew: the connection is independent of any other in this process
     /// (its own poller), as another process's would be.
@@ -173,6 +187,7 @@ impl LocalConn {
         mode: Mode,
     ) -> Result<Version> {
         let key = self.key(rel)?;
+        self.limit().check(rel, contents.len())?;
         let contents = contents.to_vec();
         let fence = fence.cloned();
         self.store
@@ -439,5 +454,9 @@ impl Conn for LocalConn {
 
     async fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
+    }
+
+    fn value_limit(&self) -> Option<ValueLimit> {
+        Some(self.limit())
     }
 }

@@ -47,7 +47,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use topo_core::{
     path, Conn, DirEntry, Factory, Fence, KvInfo, LeaderParticipation, LockGuard, RecursiveChange,
-    Result, TopoError, Version, WatchData, WatchStream,
+    Result, TopoError, ValueLimit, Version, WatchData, WatchStream,
 };
 use zookeeper_client::{Acl, Acls, AuthId, CreateMode, CreateOptions, Permission};
 
@@ -81,6 +81,9 @@ pub struct ZkOptions {
     /// `--topo-zk-acl`: create nodes readable and writable only by their creator (needs
     /// an auth file) instead of world:anyone.
     pub restrictive_acl: bool,
+    /// The servers' `jute.maxbuffer`: values that would make a larger packet are refused
+    /// before they are sent (the server would close the connection).
+    pub jute_maxbuffer: usize,
 }
 
 impl Default for ZkOptions {
@@ -90,6 +93,7 @@ impl Default for ZkOptions {
             remote_operation_timeout: Duration::from_secs(15),
             auth_file: None,
             restrictive_acl: false,
+            jute_maxbuffer: topo_core::limit::ZK_DEFAULT_JUTE_MAXBUFFER,
         }
     }
 }
@@ -168,6 +172,8 @@ pub struct ZkConn {
     /// Whether reads first make the server catch up with the leader (`sync`), so they see
     /// every write completed before them.
     sync_reads: bool,
+    /// The largest value written (from `jute.maxbuffer`).
+    limit: ValueLimit,
 }
 
 impl ZkConn {
@@ -183,7 +189,9 @@ impl ZkConn {
                 "--topo-zk-acl needs --topo-zk-auth-file (the creator's identity)",
             ));
         }
+        let limit = ValueLimit::for_requests(options.jute_maxbuffer, "--topo-zk-jute-maxbuffer");
         Ok(ZkConn {
+            limit,
             session: Arc::new(client::Session::open(server_address, options, auth).await?),
             root: path::clean(&format!("/{root}")),
             closed: Arc::new(AtomicBool::new(false)),
@@ -238,6 +246,16 @@ impl ZkConn {
     }
 }
 
+impl ZkConn {
+    /// The node path of `path`, for writing `contents` there: a value over the limit is
+    /// refused here, before anything is sent.
+    fn write_key(&self, path: &str, contents: &[u8]) -> Result<String> {
+        let key = self.key(path)?;
+        self.limit.check(path, contents.len())?;
+        Ok(key)
+    }
+}
+
 #[async_trait]
 impl Conn for ZkConn {
     async fn list_dir(&self, dir: &str, full: bool) -> Result<Vec<DirEntry>> {
@@ -245,7 +263,8 @@ impl Conn for ZkConn {
     }
 
     async fn create(&self, path: &str, contents: &[u8]) -> Result<Version> {
-        self.create_key(None, &self.key(path)?, contents).await
+        self.create_key(None, &self.write_key(path, contents)?, contents)
+            .await
     }
 
     async fn update(
@@ -254,7 +273,7 @@ impl Conn for ZkConn {
         contents: &[u8],
         version: Option<&Version>,
     ) -> Result<Version> {
-        self.update_key(None, &self.key(path)?, contents, version)
+        self.update_key(None, &self.write_key(path, contents)?, contents, version)
             .await
     }
 
@@ -286,7 +305,7 @@ impl Conn for ZkConn {
     }
 
     async fn create_fenced(&self, fence: &Fence, path: &str, contents: &[u8]) -> Result<Version> {
-        self.create_key(Some(fence), &self.key(path)?, contents)
+        self.create_key(Some(fence), &self.write_key(path, contents)?, contents)
             .await
     }
 
@@ -297,8 +316,13 @@ impl Conn for ZkConn {
         contents: &[u8],
         version: Option<&Version>,
     ) -> Result<Version> {
-        self.update_key(Some(fence), &self.key(path)?, contents, version)
-            .await
+        self.update_key(
+            Some(fence),
+            &self.write_key(path, contents)?,
+            contents,
+            version,
+        )
+        .await
     }
 
     async fn delete_fenced(
@@ -360,6 +384,10 @@ impl Conn for ZkConn {
     async fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
         self.session.close();
+    }
+
+    fn value_limit(&self) -> Option<ValueLimit> {
+        Some(self.limit)
     }
 }
 

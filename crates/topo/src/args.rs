@@ -116,6 +116,15 @@ pub(crate) struct GlobalArgs {
     /// lock after this long).
     #[arg(id = "g_local_lock_ttl", long = "topo-local-lock-ttl", alias = "topo_local_lock_ttl", default_value = "30s", value_parser = parse_duration, global = true)]
     pub(crate) local_lock_ttl: Duration,
+    /// etcd: the servers' --max-request-bytes; larger values are refused before sending.
+    #[arg(id = "g_etcd_max_request_bytes", long = "topo-etcd-max-request-bytes", alias = "topo_etcd_max_request_bytes", default_value_t = topo_core::limit::ETCD_DEFAULT_MAX_REQUEST_BYTES, global = true)]
+    pub(crate) etcd_max_request_bytes: usize,
+    /// ZooKeeper: the servers' jute.maxbuffer; larger values are refused before sending.
+    #[arg(id = "g_zk_jute_maxbuffer", long = "topo-zk-jute-maxbuffer", alias = "topo_zk_jute_maxbuffer", default_value_t = topo_core::limit::ZK_DEFAULT_JUTE_MAXBUFFER, global = true)]
+    pub(crate) zk_jute_maxbuffer: usize,
+    /// local: the largest value stored (default: what fits etcd and ZooKeeper by default).
+    #[arg(id = "g_local_max_value_bytes", long = "topo-local-max-value-bytes", alias = "topo_local_max_value_bytes", default_value_t = topo_core::ValueLimit::smallest_default("").max, global = true)]
+    pub(crate) local_max_value_bytes: usize,
     /// Do not fence writes by the lock of an enclosing `topo lock` (TOPO_LOCK_FENCE).
     #[arg(
         id = "g_no_fence",
@@ -774,6 +783,10 @@ pub(crate) enum Command {
         /// cell at the target's global server address).
         #[arg(long = "keep-cell-addresses")]
         keep_cell_addresses: bool,
+        /// Leave out values over the target's size limit (listed) instead of refusing the
+        /// whole restore.
+        #[arg(long = "skip-too-large", alias = "skip_too_large")]
+        skip_too_large: bool,
         /// Backup file.
         file: PathBuf,
     },
@@ -932,6 +945,10 @@ pub(crate) struct RulesArgs {
     /// Check and print, do not save.
     #[arg(long = "dry-run", alias = "dry_run")]
     pub(crate) dry_run: bool,
+    /// Leave out records over the target's size limit (listed) instead of refusing the
+    /// whole copy.
+    #[arg(long = "skip-too-large", alias = "skip_too_large")]
+    pub(crate) skip_too_large: bool,
 }
 
 /// topo2topo's arguments (Vitess's flags, both spellings).
@@ -961,6 +978,10 @@ pub(crate) struct Topo2TopoArgs {
     /// Show what would be copied.
     #[arg(long = "dry-run", alias = "dry_run")]
     pub(crate) dry_run: bool,
+    /// Leave out records over the target's size limit (listed) instead of refusing the
+    /// whole copy.
+    #[arg(long = "skip-too-large", alias = "skip_too_large")]
+    pub(crate) skip_too_large: bool,
     /// Copy keyspaces (and VSchemas).
     #[arg(long = "do-keyspaces", alias = "do_keyspaces")]
     pub(crate) do_keyspaces: bool,

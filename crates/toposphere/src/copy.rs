@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use topo_core::{Result, TopoError};
+use topo_core::{Result, TopoError, ValueLimit};
 use topo_proto::json::{message_type_for_path, to_json, JsonForm};
 
 use crate::{paths, Server, GLOBAL_CELL};
@@ -202,41 +202,105 @@ pub struct CopySummary {
     pub copied: usize,
     /// Records the destination already held with the same bytes.
     pub unchanged: usize,
+    /// Records left out because they are over the destination's value limit (only with
+    /// [`CopyOptions::skip_too_large`]).
+    pub skipped: Vec<RecordRef>,
 }
 
-/// Copies every record of `kinds` from `from` to `to`. `on_record` is called once per
-/// record (for progress). With `dry_run` nothing is written.
+/// How [`copy`] writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CopyOptions {
+    /// Write nothing; count what would be written.
+    pub dry_run: bool,
+    /// Leave out records over the destination's value limit instead of refusing the copy.
+    pub skip_too_large: bool,
+}
+
+/// Checks the sizes of values about to be written to a topology whose limit is `limit`,
+/// before any is written. Returns the labels of the values over it when `skip` (to leave
+/// them out); otherwise any value over it fails the whole operation.
 ///
 /// # Errors
-/// The first read or write error, naming the record.
+/// `FailedPrecondition` listing every value over the limit with its size, and the setting
+/// that raises the limit.
+pub fn check_sizes<L: std::fmt::Display>(
+    limit: Option<ValueLimit>,
+    values: impl IntoIterator<Item = (L, usize)>,
+    skip: bool,
+) -> Result<Vec<L>> {
+    let Some(limit) = limit else {
+        return Ok(Vec::new());
+    };
+    let over: Vec<(L, usize)> = values
+        .into_iter()
+        .filter(|(_, size)| *size > limit.max)
+        .collect();
+    if over.is_empty() || skip {
+        return Ok(over.into_iter().map(|(l, _)| l).collect());
+    }
+    let list: Vec<String> = over
+        .iter()
+        .map(|(l, size)| format!("  {l} ({size} bytes)"))
+        .collect();
+    Err(TopoError::precondition(format!(
+        "{} value(s) are over the target's limit of {} bytes ({} raises it, if the servers \
+         accept more); nothing was written (--skip-too-large writes the rest):\n{}",
+        over.len(),
+        limit.max,
+        limit.setting,
+        list.join("\n")
+    )))
+}
+
+/// Copies every record of `kinds` from `from` to `to`. Every record is read and checked
+/// against the destination's value limit before the first write. `on_record` is called
+/// once per record written or found unchanged (for progress).
+///
+/// # Errors
+/// The first read or write error, naming the record; `FailedPrecondition` listing the
+/// records over the destination's limit (nothing written then) unless
+/// [`CopyOptions::skip_too_large`].
 pub async fn copy(
     from: &Server,
     to: &Server,
     kinds: &[RecordKind],
-    dry_run: bool,
+    options: CopyOptions,
     on_record: &(dyn Fn(&RecordRef) + Sync),
 ) -> Result<CopySummary> {
-    let mut summary = CopySummary::default();
+    let mut records = Vec::new();
     for kind in RecordKind::ALL.iter().filter(|k| kinds.contains(k)) {
         for r in list_records(from, *kind).await? {
             let bytes = from.conn_for_cell(&r.cell).await?.get(&r.path).await?.0;
-            let dest = to.conn_for_cell(&r.cell).await.map_err(|e| {
-                TopoError::precondition(format!("destination has no cell {} for {r}: {e}", r.cell))
-            })?;
-            match dest.get(&r.path).await {
-                Ok((existing, _)) if existing == bytes => summary.unchanged += 1,
-                Ok(_) | Err(TopoError::NoNode(_)) => {
-                    if !dry_run {
-                        dest.update(&r.path, &bytes, None).await?;
-                    }
-                    summary.copied += 1;
-                }
-                Err(e) => return Err(e),
-            }
-            on_record(&r);
+            records.push((r, bytes));
         }
-        tracing::info!(kind = kind.name(), "copied");
     }
+    let skipped = check_sizes(
+        to.global().value_limit(),
+        records.iter().map(|(r, b)| (r.clone(), b.len())),
+        options.skip_too_large,
+    )?;
+    let mut summary = CopySummary::default();
+    for (r, bytes) in records {
+        if skipped.contains(&r) {
+            continue;
+        }
+        let dest = to.conn_for_cell(&r.cell).await.map_err(|e| {
+            TopoError::precondition(format!("destination has no cell {} for {r}: {e}", r.cell))
+        })?;
+        match dest.get(&r.path).await {
+            Ok((existing, _)) if existing == bytes => summary.unchanged += 1,
+            Ok(_) | Err(TopoError::NoNode(_)) => {
+                if !options.dry_run {
+                    dest.update(&r.path, &bytes, None).await?;
+                }
+                summary.copied += 1;
+            }
+            Err(e) => return Err(e),
+        }
+        on_record(&r);
+    }
+    summary.skipped = skipped;
+    tracing::info!(copied = summary.copied, "copy done");
     Ok(summary)
 }
 
@@ -279,4 +343,28 @@ pub async fn compare(a: &Server, b: &Server, kinds: &[RecordKind]) -> Result<usi
         }
     }
     Ok(compared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_checked_all_at_once() {
+        let limit = Some(ValueLimit {
+            max: 10,
+            setting: "--max",
+        });
+        let values = [("a", 10), ("b", 11), ("c", 3), ("d", 12)];
+        let err = check_sizes(limit, values, false).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("2 value(s)"), "{text}");
+        assert!(
+            text.contains("b (11 bytes)") && text.contains("d (12 bytes)"),
+            "{text}"
+        );
+        assert!(!text.contains("a (") && text.contains("--max"), "{text}");
+        assert_eq!(check_sizes(limit, values, true).unwrap(), ["b", "d"]);
+        assert!(check_sizes(None, values, false).unwrap().is_empty());
+    }
 }

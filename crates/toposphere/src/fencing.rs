@@ -261,6 +261,9 @@ impl Conn for FencedConn {
     async fn close(&self) {
         self.inner.close().await;
     }
+    fn value_limit(&self) -> Option<topo_core::ValueLimit> {
+        self.inner.value_limit()
+    }
 }
 
 #[cfg(test)]

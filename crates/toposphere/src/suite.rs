@@ -29,7 +29,7 @@ use topo_proto::topodata::{
 use topo_proto::vschema::{self, RoutingRule, RoutingRules, SrvVSchema};
 use topo_proto::Stored;
 
-use crate::copy::{compare, copy, RecordKind};
+use crate::copy::{compare, copy, CopyOptions, RecordKind};
 use crate::records::no_update_needed;
 use crate::{Server, ServerConfig};
 
@@ -1441,18 +1441,31 @@ async fn check_copy_compare(ts: &Server) {
         ErrorKind::FailedPrecondition,
         "compare before copy",
     );
-    let dry = copy(ts, &dest, &kinds, true, &|_| {}).await.unwrap();
+    let dry = copy(
+        ts,
+        &dest,
+        &kinds,
+        CopyOptions {
+            dry_run: true,
+            ..Default::default()
+        },
+        &|_| {},
+    )
+    .await
+    .unwrap();
     assert!(dry.copied > 0);
     assert!(
         dest.get_keyspaces().await.unwrap().is_empty(),
         "a dry run writes nothing"
     );
-    let summary = copy(ts, &dest, &kinds, false, &|_| {}).await.unwrap();
+    let summary = copy(ts, &dest, &kinds, CopyOptions::default(), &|_| {})
+        .await
+        .unwrap();
     assert_eq!(summary.copied, dry.copied);
     let compared = compare(ts, &dest, &kinds).await.unwrap();
     assert_eq!(compared, summary.copied);
     assert_eq!(
-        copy(ts, &dest, &kinds, false, &|_| {})
+        copy(ts, &dest, &kinds, CopyOptions::default(), &|_| {})
             .await
             .unwrap()
             .unchanged,

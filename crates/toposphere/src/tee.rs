@@ -221,6 +221,13 @@ impl Conn for TeeConn {
         self.primary.close().await;
         self.secondary.close().await;
     }
+    fn value_limit(&self) -> Option<topo_core::ValueLimit> {
+        // Both sides are written: the smaller limit holds.
+        match (self.primary.value_limit(), self.secondary.value_limit()) {
+            (Some(a), Some(b)) => Some(if a.max <= b.max { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 #[cfg(test)]

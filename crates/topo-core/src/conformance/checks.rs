@@ -74,6 +74,7 @@ define_checks! {
     ConcurrentCreate => check_concurrent_create,
     CasIncrements => check_cas_increments,
     PathClimbingRefused => check_path_climbing_refused,
+    ValueLimit => check_value_limit,
 }
 
 async fn open<F: ConnFactory>(factory: &F, root: &str) -> Arc<dyn Conn> {
@@ -1046,4 +1047,62 @@ async fn check_path_climbing_refused<F: ConnFactory>(factory: &F, root: &str) {
         .await
         .expect("create inside the root");
     assert_eq!(conn.get("/inside").await.expect("get").0, b"1");
+}
+
+/// A value at the backend's limit is written and read back; one byte more is refused at
+/// once with `TooLarge` and nothing is written, while a lock held and a watch opened on the
+/// same connection carry on undisturbed. (A backend without a limit passes trivially.)
+async fn check_value_limit<F: ConnFactory>(factory: &F, root: &str) {
+    let conn = with_keyspace(factory, root).await;
+    let Some(limit) = conn.value_limit() else {
+        eprintln!("no value limit on this backend");
+        return;
+    };
+    let guard = conn.lock(KS_DIR, "value limit").await.expect("lock");
+    let fits = vec![b'x'; limit.max];
+    let v = conn
+        .create("/big/fits", &fits)
+        .await
+        .expect("a value at the limit");
+    assert_eq!(conn.get("/big/fits").await.expect("get").0.len(), limit.max);
+    let (_, mut changes) = conn.watch("/big/fits").await.expect("watch");
+    let over = vec![b'y'; limit.max + 1];
+    let started = Instant::now();
+    assert_kind(
+        conn.create("/big/over", &over).await,
+        ErrorKind::TooLarge,
+        "create one byte over",
+    );
+    assert_kind(
+        conn.update("/big/fits", &over, Some(&v)).await,
+        ErrorKind::TooLarge,
+        "update one byte over",
+    );
+    assert_kind(
+        conn.update_fenced(&guard.fence(), "/big/fits", &over, None)
+            .await,
+        ErrorKind::TooLarge,
+        "fenced update one byte over",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refusing took {:?}: something was sent",
+        started.elapsed()
+    );
+    assert_kind(
+        conn.get("/big/over").await,
+        ErrorKind::NoNode,
+        "nothing written",
+    );
+    guard.check().await.expect("the lock is still held");
+    conn.update("/big/fits", b"small", None)
+        .await
+        .expect("a small write");
+    let change = timeout(PATIENCE, changes.next())
+        .await
+        .expect("the watch still delivers")
+        .expect("an item")
+        .expect("a change");
+    assert_eq!(change.contents, b"small");
+    guard.unlock().await.expect("unlock");
 }

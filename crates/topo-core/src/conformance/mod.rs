@@ -126,7 +126,8 @@ macro_rules! conformance_tests {
             fencing_token_increases FencingTokenIncreases, fenced_write FencedWrite,
             lock_survives_ttl LockSurvivesTtl, dropped_lock_acquisition DroppedLockAcquisition,
             watch_version_cas WatchVersionCas, concurrent_create ConcurrentCreate,
-            cas_increments CasIncrements, path_climbing_refused PathClimbingRefused
+            cas_increments CasIncrements, path_climbing_refused PathClimbingRefused,
+            value_limit ValueLimit
         );
     };
 }

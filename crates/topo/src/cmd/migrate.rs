@@ -10,7 +10,7 @@ use topo_core::{Conn, Result, TopoError};
 use topo_proto::json::{message_type_for_path, to_json, JsonForm};
 use topo_proto::topodata::CellInfo;
 use topo_proto::Stored;
-use toposphere::copy::{compare, copy, RecordKind};
+use toposphere::copy::{check_sizes, compare, copy, CopyOptions, RecordKind};
 use toposphere::{Server, GLOBAL_CELL};
 
 use crate::args::{GlobalArgs, Topo2TopoArgs};
@@ -115,13 +115,18 @@ pub(crate) async fn topo2topo(ts: &Server, g: &GlobalArgs, a: Topo2TopoArgs) -> 
     }
     let bar = ProgressBar::new_spinner();
     bar.set_message("copying");
-    let summary = copy(&from, &to, &kinds, a.dry_run, &|r| {
+    let how = CopyOptions {
+        dry_run: a.dry_run,
+        skip_too_large: a.skip_too_large,
+    };
+    let summary = copy(&from, &to, &kinds, how, &|r| {
         bar.inc(1);
         bar.set_message(r.to_string());
     })
     .await;
     bar.finish_and_clear();
     let summary = summary?;
+    report_skipped(&summary.skipped);
     let verb = if a.dry_run { "Would copy" } else { "Copied" };
     crate::out!(
         "{verb} {} records ({} already up to date): {}",
@@ -267,12 +272,35 @@ pub(crate) fn verify_backup(file: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Prints, on stderr, what was left out for being over the target's value limit.
+fn report_skipped<L: std::fmt::Display>(skipped: &[L]) {
+    if !skipped.is_empty() {
+        eprintln!(
+            "topo: left out {} value(s) over the target's size limit:",
+            skipped.len()
+        );
+        for s in skipped {
+            eprintln!("  {s}");
+        }
+    }
+}
+
+/// How `restore` treats the target.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RestoreOptions {
+    /// Restore into a topology that holds data.
+    pub(crate) force: bool,
+    /// Keep the backup's cell addresses.
+    pub(crate) keep_cell_addresses: bool,
+    /// Leave out values over the target's limit instead of refusing.
+    pub(crate) skip_too_large: bool,
+}
+
 pub(crate) async fn restore(
     ts: &Server,
     g: &GlobalArgs,
     file: &Path,
-    force: bool,
-    keep_cell_addresses: bool,
+    how: RestoreOptions,
 ) -> Result<()> {
     let b = load(file)?;
     let total = check(file, &b)?;
@@ -281,8 +309,19 @@ pub(crate) async fn restore(
         .iter()
         .find(|c| c.cell == GLOBAL_CELL)
         .ok_or_else(|| TopoError::invalid(format!("{} has no global cell", file.display())))?;
+    // Every value against the target's limit before the first write (cells are on the
+    // same implementation, so the global connection's limit holds for them too).
+    let mut sizes = Vec::new();
+    for c in &b.cells {
+        for e in &c.entries {
+            let size = entry_bytes(file, &c.cell, e)?.len();
+            sizes.push((format!("{}:{}", c.cell, e.path), size));
+        }
+    }
+    let skipped = check_sizes(ts.global().value_limit(), sizes, how.skip_too_large)?;
+    let keep = |cell: &str, path: &str| !skipped.contains(&format!("{cell}:{path}"));
     match ts.global().list_dir("/", false).await {
-        Ok(entries) if !entries.is_empty() && !force => {
+        Ok(entries) if !entries.is_empty() && !how.force => {
             return Err(TopoError::precondition(format!(
                 "the target topology {} is not empty; use --force to restore into it",
                 g.root
@@ -293,9 +332,16 @@ pub(crate) async fn restore(
     }
     let bar = progress(total as u64, "restoring");
     let mut written: Vec<(String, String, Vec<u8>)> = Vec::new();
-    for e in &global_backup.entries {
+    for e in global_backup
+        .entries
+        .iter()
+        .filter(|e| keep(GLOBAL_CELL, &e.path))
+    {
         let mut bytes = entry_bytes(file, GLOBAL_CELL, e)?;
-        if !keep_cell_addresses && e.path.starts_with("/cells/") && e.path.ends_with("/CellInfo") {
+        if !how.keep_cell_addresses
+            && e.path.starts_with("/cells/")
+            && e.path.ends_with("/CellInfo")
+        {
             // Point the cell at the target's server; keep its root.
             let mut info = Stored::<CellInfo>::decode(&bytes, &e.path)?;
             info.server_address = g.server_address.clone();
@@ -312,7 +358,7 @@ pub(crate) async fn restore(
                 c.cell
             ))
         })?;
-        for e in &c.entries {
+        for e in c.entries.iter().filter(|e| keep(&c.cell, &e.path)) {
             let bytes = entry_bytes(file, &c.cell, e)?;
             conn.update(&e.path, &bytes, None).await?;
             written.push((c.cell.clone(), e.path.clone(), bytes));
@@ -320,6 +366,7 @@ pub(crate) async fn restore(
         }
     }
     bar.finish_and_clear();
+    report_skipped(&skipped);
     // Read everything back: the restore is done only when the topology equals the archive.
     for (cell, path, bytes) in &written {
         let (got, _) = ts.conn_for_cell(cell).await?.get(path).await?;

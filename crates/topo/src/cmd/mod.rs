@@ -27,6 +27,7 @@ pub(crate) fn registry(g: &GlobalArgs) -> Registry {
     let mut r = Registry::with_memory();
     r.register(Arc::new(LocalFactory::new(LocalOptions {
         lock_ttl: g.local_lock_ttl,
+        max_value_bytes: g.local_max_value_bytes,
         ..LocalOptions::default()
     })));
     r.register(Arc::new(EtcdFactory::new(EtcdOptions {
@@ -37,6 +38,7 @@ pub(crate) fn registry(g: &GlobalArgs) -> Registry {
             cert: g.etcd_tls_cert.clone(),
             key: g.etcd_tls_key.clone(),
         },
+        max_request_bytes: g.etcd_max_request_bytes,
         ..Default::default()
     })));
     r.register(Arc::new(ZkFactory::new(ZkOptions {
@@ -44,6 +46,7 @@ pub(crate) fn registry(g: &GlobalArgs) -> Registry {
         remote_operation_timeout: g.remote_operation_timeout,
         auth_file: g.zk_auth_file.clone(),
         restrictive_acl: g.zk_acl,
+        jute_maxbuffer: g.zk_jute_maxbuffer,
     })));
     r
 }
@@ -209,8 +212,16 @@ async fn dispatch(
         C::Restore {
             force,
             keep_cell_addresses,
+            skip_too_large,
             file,
-        } => migrate::restore(ts, g, &file, force, keep_cell_addresses).await?,
+        } => {
+            let how = migrate::RestoreOptions {
+                force,
+                keep_cell_addresses,
+                skip_too_large,
+            };
+            migrate::restore(ts, g, &file, how).await?
+        }
         C::VerifyBackup { file } => migrate::verify_backup(&file)?,
         C::Doctor { stale_after } => return doctor::run(ts, stale_after).await,
         C::Demo { force } => demo::run(ts, g, force).await?,
