@@ -8,7 +8,7 @@ use etcd_client::{Client, ConnectOptions, GetOptions, WatchOptions};
 use tokio_util::sync::CancellationToken;
 use topo_core::{path, Result, TopoError};
 
-use crate::error::{convert, is_unavailable};
+use crate::error::{convert, is_unavailable, never_sent, rejected};
 use crate::{EtcdConn, EtcdOptions};
 
 /// How many attempts a call gets when endpoints are unavailable.
@@ -39,6 +39,23 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
         }
     }
     vec![0]
+}
+
+/// Why a bounded call failed.
+enum CallError {
+    /// The remote-operation deadline passed.
+    TimedOut,
+    /// The last attempt's error.
+    Failed(etcd_client::Error),
+}
+
+/// How a write that did not succeed ended.
+pub(crate) enum WriteError {
+    /// It was not applied: the server rejected it, or it was never sent.
+    NotApplied(TopoError),
+    /// It may have been applied: it was sent, and its reply was lost (a broken
+    /// connection, the deadline, etcd's "request timed out" or "leader changed").
+    MaybeApplied(TopoError),
 }
 
 /// One key of a range read.
@@ -139,30 +156,75 @@ impl EtcdConn {
 
     /// Runs `op` on the client, the whole call (retries included) under the
     /// remote-operation timeout, retrying on another endpoint while endpoints are
-    /// unavailable. A refused connection sent nothing, so a retry is safe; after a
-    /// connection broke mid-call a conditional write that did apply can come back as a
-    /// conflict (`BadVersion` / `NodeExists`), never as a silent double write.
-    pub(crate) async fn call<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    /// unavailable or connections break. Only for calls that may be repeated: reads, and
+    /// writes whose repetition is harmless (lease grants and revokes). Other writes use
+    /// [`EtcdConn::call_write`].
+    pub(crate) async fn call<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
     where
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         let deadline = tokio::time::Instant::now() + self.options.remote_operation_timeout;
+        match self.attempts(what, deadline, is_unavailable, op).await {
+            Ok(v) => Ok(v),
+            Err(CallError::TimedOut) => Err(TopoError::Timeout(what.to_string())),
+            Err(CallError::Failed(e)) => Err(convert(e, what)),
+        }
+    }
+
+    /// Runs a write that must not be applied twice, until `deadline`: it is sent again only
+    /// when the previous attempt provably never reached a server (the connection could not
+    /// be opened). Any other failure says whether the write may have been applied.
+    pub(crate) async fn call_write<T, F, Fut>(
+        &self,
+        what: &str,
+        deadline: tokio::time::Instant,
+        op: F,
+    ) -> std::result::Result<T, WriteError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        match self.attempts(what, deadline, never_sent, op).await {
+            Ok(v) => Ok(v),
+            Err(CallError::TimedOut) => Err(WriteError::MaybeApplied(TopoError::Timeout(
+                what.to_string(),
+            ))),
+            Err(CallError::Failed(e)) if never_sent(&e) || rejected(&e) => {
+                Err(WriteError::NotApplied(convert(e, what)))
+            }
+            Err(CallError::Failed(e)) => Err(WriteError::MaybeApplied(convert(e, what))),
+        }
+    }
+
+    /// Runs `op` until it succeeds, fails with an error `retry` refuses, runs out of
+    /// attempts, or `deadline` passes; with doubling backoff between attempts.
+    async fn attempts<T, F, Fut>(
+        &self,
+        what: &str,
+        deadline: tokio::time::Instant,
+        retry: fn(&etcd_client::Error) -> bool,
+        mut op: F,
+    ) -> std::result::Result<T, CallError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
             let err = match tokio::time::timeout_at(deadline, op(self.client.clone())).await {
-                Err(_) => return Err(TopoError::Timeout(what.to_string())),
+                Err(_) => return Err(CallError::TimedOut),
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) => e,
             };
             if attempt == ATTEMPTS
-                || !is_unavailable(&err)
+                || !retry(&err)
                 || tokio::time::Instant::now() + backoff >= deadline
             {
-                return Err(convert(err, what));
+                return Err(CallError::Failed(err));
             }
-            tracing::debug!(what, attempt, "etcd endpoint unavailable, retrying: {err}");
+            tracing::debug!(what, attempt, "etcd call failed, retrying: {err}");
             tokio::time::sleep(backoff).await;
             backoff *= 2;
             attempt += 1;

@@ -46,6 +46,50 @@ pub(crate) fn is_unavailable(err: &etcd_client::Error) -> bool {
     }
 }
 
+/// True when the request provably never reached a server: the connection to the member
+/// could not even be opened. Only then may a write be sent again without further thought.
+pub(crate) fn never_sent(err: &etcd_client::Error) -> bool {
+    let etcd_client::Error::GRpcStatus(status) = err else {
+        return false;
+    };
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// True when the server answered that it did not apply the request (a rejection by its
+/// own rules, not a lost connection or an unfinished consensus round).
+pub(crate) fn rejected(err: &etcd_client::Error) -> bool {
+    use tonic::Code;
+    match err {
+        etcd_client::Error::GRpcStatus(s) => matches!(
+            s.code(),
+            Code::InvalidArgument
+                | Code::NotFound
+                | Code::AlreadyExists
+                | Code::PermissionDenied
+                | Code::Unauthenticated
+                | Code::ResourceExhausted
+                | Code::FailedPrecondition
+                | Code::OutOfRange
+                | Code::Unimplemented
+        ),
+        // Client-side failures (a bad argument, an unusable endpoint) before sending.
+        etcd_client::Error::InvalidArgs(_)
+        | etcd_client::Error::InvalidUri(_)
+        | etcd_client::Error::InvalidMetadataValue(_) => true,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +119,15 @@ mod tests {
         assert!(is_unavailable(&st(tonic::Code::Cancelled)));
         let broken = etcd_client::Error::GRpcStatus(tonic::Status::unknown("transport error"));
         assert!(is_unavailable(&broken));
+        assert!(
+            !never_sent(&broken),
+            "a broken connection may have carried the request"
+        );
+        assert!(!rejected(&broken));
+        assert!(
+            !never_sent(&st(tonic::Code::Unavailable)),
+            "etcd's \"request timed out\""
+        );
+        assert!(rejected(&st(tonic::Code::InvalidArgument)));
     }
 }
