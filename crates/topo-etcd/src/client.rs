@@ -24,6 +24,12 @@ const FIRST_PAGE: i64 = 64;
 /// Most keys in one page.
 const MAX_PAGE: i64 = 10_000;
 
+/// `d` scaled by a random factor in [0.5, 1.5), so that clients retrying after the same
+/// failure do not retry in step.
+pub(crate) fn jittered(d: Duration) -> Duration {
+    d.mul_f64(rand::random_range(0.5..1.5))
+}
+
 /// The bytes of a configured TLS file; one that cannot be read is an error naming the flag.
 fn read_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| TopoError::invalid(format!("{what} {}: {e}", path.display())))
@@ -140,6 +146,7 @@ impl EtcdConn {
             root: path::clean(&format!("/{root}")),
             options,
             closed: CancellationToken::new(),
+            cleanups: tokio_util::task::TaskTracker::new(),
         })
     }
 

@@ -110,6 +110,9 @@ pub struct EtcdConn {
     options: EtcdOptions,
     /// Cancelled by `close`: calls fail, watches end, held locks are released.
     closed: CancellationToken,
+    /// Background clean-ups (lease keep-alives and revokes of locks released, dropped or
+    /// abandoned) that `close` waits for, so that nothing is left behind at exit.
+    cleanups: tokio_util::task::TaskTracker,
 }
 
 impl std::fmt::Debug for EtcdConn {
@@ -234,5 +237,14 @@ impl Conn for EtcdConn {
 
     async fn close(&self) {
         self.closed.cancel();
+        // Every lease task revokes its lease on close; wait for them (bounded: a revoke
+        // that cannot get through gives up when its lease would expire anyway).
+        self.cleanups.close();
+        if tokio::time::timeout(self.options.remote_operation_timeout, self.cleanups.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(root = %self.root, "closing: lock clean-ups still pending");
+        }
     }
 }
