@@ -240,12 +240,12 @@ impl EtcdConn {
 
     /// Opens an etcd watch of `key`, bounded by the remote-operation timeout (a member that
     /// hangs must not hold the caller forever); the stream itself has no bound: waiting is
-    /// its point.
+    /// its point. A failure comes with whether retrying cannot fix it.
     pub(crate) async fn open_watch(
         &self,
         key: &str,
         opts: WatchOptions,
-    ) -> Result<etcd_client::WatchStream> {
+    ) -> std::result::Result<etcd_client::WatchStream, (TopoError, bool)> {
         let mut client = self.client.clone();
         match tokio::time::timeout(
             self.options.remote_operation_timeout,
@@ -253,8 +253,12 @@ impl EtcdConn {
         )
         .await
         {
-            Ok(r) => r.map_err(|e| convert(e, key)),
-            Err(_) => Err(TopoError::Timeout(format!("{key}: opening a watch"))),
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => {
+                let permanent = crate::error::permanent(&e);
+                Err((convert(e, key), permanent))
+            }
+            Err(_) => Err((TopoError::Timeout(format!("{key}: opening a watch")), false)),
         }
     }
 

@@ -90,6 +90,38 @@ pub(crate) fn rejected(err: &etcd_client::Error) -> bool {
     }
 }
 
+/// True for errors that retrying cannot fix: the server refuses the request itself (no
+/// permission, no or bad authentication, an invalid request), as opposed to a member or
+/// connection that is down for now.
+pub(crate) fn permanent(err: &etcd_client::Error) -> bool {
+    use tonic::Code;
+    match err {
+        etcd_client::Error::GRpcStatus(s) => matches!(
+            s.code(),
+            Code::PermissionDenied
+                | Code::Unauthenticated
+                | Code::InvalidArgument
+                | Code::Unimplemented
+        ),
+        etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_) => true,
+        _ => false,
+    }
+}
+
+/// True for the reason of a watch etcd cancelled that a new watch would meet again
+/// (compactions are told apart by their compact revision, not here).
+pub(crate) fn permanent_cancel(reason: &str) -> bool {
+    [
+        "permission denied",
+        "user name is empty",
+        "invalid auth token",
+        "authentication failed",
+        "key is not provided",
+    ]
+    .iter()
+    .any(|r| reason.contains(r))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +161,11 @@ mod tests {
             "etcd's \"request timed out\""
         );
         assert!(rejected(&st(tonic::Code::InvalidArgument)));
+        assert!(permanent(&st(tonic::Code::PermissionDenied)));
+        assert!(!permanent(&st(tonic::Code::Unavailable)));
+        assert!(permanent_cancel("etcdserver: permission denied"));
+        assert!(!permanent_cancel(
+            "mvcc: required revision is a future revision"
+        ));
     }
 }

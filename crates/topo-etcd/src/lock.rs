@@ -337,7 +337,7 @@ impl EtcdLock {
                 .await
             {
                 Ok(s) => s,
-                Err(e) => {
+                Err((e, _)) => {
                     tracing::debug!("watching the lock predecessor: {e}");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;

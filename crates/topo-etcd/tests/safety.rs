@@ -1,11 +1,12 @@
 //! Safety tests (issue 11) on real etcd, with faults injected by the test kit's proxy
 //! between a client and its member: abandoned lock attempts, writes whose reply is lost,
-//! lease loss and failed unlocks.
+//! lease loss, failed unlocks and watches whose error is permanent.
 
 use std::time::{Duration, Instant};
 
 use topo_core::{Conn, ErrorKind, LockDescriptor};
 use topo_etcd::{EtcdConn, EtcdOptions};
+use topo_testkit::etcd::EtcdCluster;
 use topo_testkit::proxy::FaultProxy;
 
 use crate::{options, shared};
@@ -473,4 +474,47 @@ async fn update_with_lost_reply_is_not_resent() {
     }
     assert_eq!(puts, 1, "the update was applied {puts} times");
     right_or_unknown(updated);
+}
+
+/// Item 5: a watch whose re-opening fails for good (here: etcd now demands
+/// authentication) ends with an error instead of retrying forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_ends_on_permanent_error() {
+    if !topo_testkit::require_binary("etcdctl", "etcd auth test") {
+        return;
+    }
+    // Its own server: auth is switched on.
+    let server = EtcdCluster::single().unwrap();
+    let endpoint = server.endpoints();
+    let proxy = FaultProxy::start(&endpoint).await.unwrap();
+    let conn = EtcdConn::connect(
+        &proxy.addr().to_string(),
+        "/auth",
+        proxied_options(Duration::from_secs(5)),
+    )
+    .await
+    .unwrap();
+    conn.create("/SrvVSchema", b"v0").await.unwrap();
+    let (_, mut changes) = conn.watch("/SrvVSchema").await.unwrap();
+    for args in [
+        &["user", "add", "root:secret"][..],
+        &["user", "grant-role", "root", "root"],
+        &["auth", "enable"],
+    ] {
+        let out = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &endpoint])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
+    }
+    proxy.reset_all();
+    let end = tokio::time::timeout(
+        Duration::from_secs(30),
+        futures::StreamExt::next(&mut changes),
+    )
+    .await
+    .expect("the watch ends with an error in time");
+    assert!(matches!(end, Some(Err(_))), "{end:?}");
 }
