@@ -49,6 +49,8 @@ pub enum ErrorKind {
     Corrupt,
     /// A value is larger than the backend stores.
     TooLarge,
+    /// A write may or may not have been applied (its reply was lost).
+    OutcomeUnknown,
     /// Any other backend failure.
     Backend,
 }
@@ -129,6 +131,12 @@ pub enum TopoError {
         /// The setting that raises the limit.
         setting: &'static str,
     },
+    /// A write whose reply was lost (the connection broke after the request left, or the
+    /// server gave up waiting for consensus) and whose effect could not be established by
+    /// reading back: it may or may not have been applied. Not retryable as such: the caller
+    /// must re-read first.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
     /// Any other failure of a backend, with its source.
     #[error("{backend}: {message}{}", source.as_ref().map(|s| format!(": {s}")).unwrap_or_default())]
     Backend {
@@ -163,6 +171,7 @@ impl TopoError {
             TopoError::ReadOnly { .. } => ErrorKind::ReadOnly,
             TopoError::Corrupt { .. } => ErrorKind::Corrupt,
             TopoError::TooLarge { .. } => ErrorKind::TooLarge,
+            TopoError::OutcomeUnknown(_) => ErrorKind::OutcomeUnknown,
             TopoError::Backend { .. } => ErrorKind::Backend,
         }
     }
@@ -281,6 +290,7 @@ mod tests {
         assert!(TopoError::Timeout("x".into()).is_retryable());
         assert!(!TopoError::BadVersion("x".into()).is_retryable());
         assert!(!TopoError::NoNode("x".into()).is_retryable());
+        assert!(!TopoError::OutcomeUnknown("x".into()).is_retryable());
         assert!(TopoError::NoNode("x".into()).is_no_node());
         assert_eq!(
             TopoError::ReadOnly {

@@ -8,7 +8,7 @@ use etcd_client::{Client, ConnectOptions, GetOptions, WatchOptions};
 use tokio_util::sync::CancellationToken;
 use topo_core::{path, Result, TopoError};
 
-use crate::error::{convert, is_unavailable};
+use crate::error::{convert, is_unavailable, never_sent, rejected};
 use crate::{EtcdConn, EtcdOptions};
 
 /// How many attempts a call gets when endpoints are unavailable.
@@ -23,6 +23,12 @@ const PAGE_BYTES: usize = 1 << 20;
 const FIRST_PAGE: i64 = 64;
 /// Most keys in one page.
 const MAX_PAGE: i64 = 10_000;
+
+/// `d` scaled by a random factor in [0.5, 1.5), so that clients retrying after the same
+/// failure do not retry in step.
+pub(crate) fn jittered(d: Duration) -> Duration {
+    d.mul_f64(rand::random_range(0.5..1.5))
+}
 
 /// The bytes of a configured TLS file; one that cannot be read is an error naming the flag.
 fn read_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>> {
@@ -39,6 +45,23 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
         }
     }
     vec![0]
+}
+
+/// Why a bounded call failed.
+enum CallError {
+    /// The remote-operation deadline passed.
+    TimedOut,
+    /// The last attempt's error.
+    Failed(etcd_client::Error),
+}
+
+/// How a write that did not succeed ended.
+pub(crate) enum WriteError {
+    /// It was not applied: the server rejected it, or it was never sent.
+    NotApplied(TopoError),
+    /// It may have been applied: it was sent, and its reply was lost (a broken
+    /// connection, the deadline, etcd's "request timed out" or "leader changed").
+    MaybeApplied(TopoError),
 }
 
 /// One key of a range read.
@@ -123,6 +146,7 @@ impl EtcdConn {
             root: path::clean(&format!("/{root}")),
             options,
             closed: CancellationToken::new(),
+            cleanups: tokio_util::task::TaskTracker::new(),
         })
     }
 
@@ -139,30 +163,75 @@ impl EtcdConn {
 
     /// Runs `op` on the client, the whole call (retries included) under the
     /// remote-operation timeout, retrying on another endpoint while endpoints are
-    /// unavailable. A refused connection sent nothing, so a retry is safe; after a
-    /// connection broke mid-call a conditional write that did apply can come back as a
-    /// conflict (`BadVersion` / `NodeExists`), never as a silent double write.
-    pub(crate) async fn call<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    /// unavailable or connections break. Only for calls that may be repeated: reads, and
+    /// writes whose repetition is harmless (lease grants and revokes). Other writes use
+    /// [`EtcdConn::call_write`].
+    pub(crate) async fn call<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
     where
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         let deadline = tokio::time::Instant::now() + self.options.remote_operation_timeout;
+        match self.attempts(what, deadline, is_unavailable, op).await {
+            Ok(v) => Ok(v),
+            Err(CallError::TimedOut) => Err(TopoError::Timeout(what.to_string())),
+            Err(CallError::Failed(e)) => Err(convert(e, what)),
+        }
+    }
+
+    /// Runs a write that must not be applied twice, until `deadline`: it is sent again only
+    /// when the previous attempt provably never reached a server (the connection could not
+    /// be opened). Any other failure says whether the write may have been applied.
+    pub(crate) async fn call_write<T, F, Fut>(
+        &self,
+        what: &str,
+        deadline: tokio::time::Instant,
+        op: F,
+    ) -> std::result::Result<T, WriteError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        match self.attempts(what, deadline, never_sent, op).await {
+            Ok(v) => Ok(v),
+            Err(CallError::TimedOut) => Err(WriteError::MaybeApplied(TopoError::Timeout(
+                what.to_string(),
+            ))),
+            Err(CallError::Failed(e)) if never_sent(&e) || rejected(&e) => {
+                Err(WriteError::NotApplied(convert(e, what)))
+            }
+            Err(CallError::Failed(e)) => Err(WriteError::MaybeApplied(convert(e, what))),
+        }
+    }
+
+    /// Runs `op` until it succeeds, fails with an error `retry` refuses, runs out of
+    /// attempts, or `deadline` passes; with doubling backoff between attempts.
+    async fn attempts<T, F, Fut>(
+        &self,
+        what: &str,
+        deadline: tokio::time::Instant,
+        retry: fn(&etcd_client::Error) -> bool,
+        mut op: F,
+    ) -> std::result::Result<T, CallError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
         loop {
             let err = match tokio::time::timeout_at(deadline, op(self.client.clone())).await {
-                Err(_) => return Err(TopoError::Timeout(what.to_string())),
+                Err(_) => return Err(CallError::TimedOut),
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) => e,
             };
             if attempt == ATTEMPTS
-                || !is_unavailable(&err)
+                || !retry(&err)
                 || tokio::time::Instant::now() + backoff >= deadline
             {
-                return Err(convert(err, what));
+                return Err(CallError::Failed(err));
             }
-            tracing::debug!(what, attempt, "etcd endpoint unavailable, retrying: {err}");
+            tracing::debug!(what, attempt, "etcd call failed, retrying: {err}");
             tokio::time::sleep(backoff).await;
             backoff *= 2;
             attempt += 1;
@@ -171,12 +240,12 @@ impl EtcdConn {
 
     /// Opens an etcd watch of `key`, bounded by the remote-operation timeout (a member that
     /// hangs must not hold the caller forever); the stream itself has no bound: waiting is
-    /// its point.
+    /// its point. A failure comes with whether retrying cannot fix it.
     pub(crate) async fn open_watch(
         &self,
         key: &str,
         opts: WatchOptions,
-    ) -> Result<etcd_client::WatchStream> {
+    ) -> std::result::Result<etcd_client::WatchStream, (TopoError, bool)> {
         let mut client = self.client.clone();
         match tokio::time::timeout(
             self.options.remote_operation_timeout,
@@ -184,8 +253,12 @@ impl EtcdConn {
         )
         .await
         {
-            Ok(r) => r.map_err(|e| convert(e, key)),
-            Err(_) => Err(TopoError::Timeout(format!("{key}: opening a watch"))),
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => {
+                let permanent = crate::error::permanent(&e);
+                Err((convert(e, key), permanent))
+            }
+            Err(_) => Err((TopoError::Timeout(format!("{key}: opening a watch")), false)),
         }
     }
 

@@ -46,6 +46,82 @@ pub(crate) fn is_unavailable(err: &etcd_client::Error) -> bool {
     }
 }
 
+/// True when the request provably never reached a server: the connection to the member
+/// could not even be opened. Only then may a write be sent again without further thought.
+pub(crate) fn never_sent(err: &etcd_client::Error) -> bool {
+    let etcd_client::Error::GRpcStatus(status) = err else {
+        return false;
+    };
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// True when the server answered that it did not apply the request (a rejection by its
+/// own rules, not a lost connection or an unfinished consensus round).
+pub(crate) fn rejected(err: &etcd_client::Error) -> bool {
+    use tonic::Code;
+    match err {
+        etcd_client::Error::GRpcStatus(s) => matches!(
+            s.code(),
+            Code::InvalidArgument
+                | Code::NotFound
+                | Code::AlreadyExists
+                | Code::PermissionDenied
+                | Code::Unauthenticated
+                | Code::ResourceExhausted
+                | Code::FailedPrecondition
+                | Code::OutOfRange
+                | Code::Unimplemented
+        ),
+        // Client-side failures (a bad argument, an unusable endpoint) before sending.
+        etcd_client::Error::InvalidArgs(_)
+        | etcd_client::Error::InvalidUri(_)
+        | etcd_client::Error::InvalidMetadataValue(_) => true,
+        _ => false,
+    }
+}
+
+/// True for errors that retrying cannot fix: the server refuses the request itself (no
+/// permission, no or bad authentication, an invalid request), as opposed to a member or
+/// connection that is down for now.
+pub(crate) fn permanent(err: &etcd_client::Error) -> bool {
+    use tonic::Code;
+    match err {
+        etcd_client::Error::GRpcStatus(s) => matches!(
+            s.code(),
+            Code::PermissionDenied
+                | Code::Unauthenticated
+                | Code::InvalidArgument
+                | Code::Unimplemented
+        ),
+        etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_) => true,
+        _ => false,
+    }
+}
+
+/// True for the reason of a watch etcd cancelled that a new watch would meet again
+/// (compactions are told apart by their compact revision, not here).
+pub(crate) fn permanent_cancel(reason: &str) -> bool {
+    [
+        "permission denied",
+        "user name is empty",
+        "invalid auth token",
+        "authentication failed",
+        "key is not provided",
+    ]
+    .iter()
+    .any(|r| reason.contains(r))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +151,21 @@ mod tests {
         assert!(is_unavailable(&st(tonic::Code::Cancelled)));
         let broken = etcd_client::Error::GRpcStatus(tonic::Status::unknown("transport error"));
         assert!(is_unavailable(&broken));
+        assert!(
+            !never_sent(&broken),
+            "a broken connection may have carried the request"
+        );
+        assert!(!rejected(&broken));
+        assert!(
+            !never_sent(&st(tonic::Code::Unavailable)),
+            "etcd's \"request timed out\""
+        );
+        assert!(rejected(&st(tonic::Code::InvalidArgument)));
+        assert!(permanent(&st(tonic::Code::PermissionDenied)));
+        assert!(!permanent(&st(tonic::Code::Unavailable)));
+        assert!(permanent_cancel("etcdserver: permission denied"));
+        assert!(!permanent_cancel(
+            "mvcc: required revision is a future revision"
+        ));
     }
 }

@@ -1,23 +1,139 @@
 //! Files: create, update, get, list and delete as Vitess's etcd2topo does them, with
 //! Version = the key's ModRevision; writes may be fenced by a held lock.
+//!
+//! A write is sent once, and again only when it provably never reached a server. When its
+//! reply is lost it may or may not have been applied; its outcome is then settled from the
+//! key's state: a conditional write (create, compare-and-set, conditional delete) is sent
+//! again, which is safe because at most one of the two can apply, and a refusal is judged
+//! from the key it reads back; an unconditional one is never repeated, only read back.
+//! What the key shows cannot tell apart is reported as `OutcomeUnknown`, never as a
+//! definite answer that may be wrong. One ambiguity is accepted: a key that now holds
+//! exactly our contents, written right after the version we expected, counts as our write
+//! even if another client wrote the same bytes.
 
-use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse};
 use topo_core::{Fence, KvInfo, Result, TopoError, Version};
 
+use crate::client::WriteError;
 use crate::EtcdConn;
 
+/// Attempts of a write whose earlier attempt's outcome is unknown.
+const ATTEMPTS: u32 = 4;
+
+/// The write a transaction makes.
+#[derive(Clone, Copy)]
+enum Write<'a> {
+    /// Create `contents`; the key must not exist.
+    Create(&'a [u8]),
+    /// Set `contents`, at the given version or whatever the version.
+    Update(&'a [u8], Option<&'a Version>),
+    /// Delete, at the given version or whatever the version.
+    Delete(Option<&'a Version>),
+}
+
+impl Write<'_> {
+    /// True when the transaction compares the key, so that sending it twice applies it at
+    /// most once.
+    fn conditional(&self) -> bool {
+        !matches!(self, Write::Update(_, None) | Write::Delete(None))
+    }
+
+    /// The comparisons on the key.
+    fn when(&self, key: &str) -> Vec<Compare> {
+        match self {
+            Write::Create(_) => vec![Compare::version(key, CompareOp::Equal, 0)],
+            Write::Update(_, Some(v)) | Write::Delete(Some(v)) => {
+                vec![Compare::mod_revision(key, CompareOp::Equal, v.raw())]
+            }
+            Write::Update(_, None) | Write::Delete(None) => vec![],
+        }
+    }
+
+    fn op(&self, key: &str) -> TxnOp {
+        match self {
+            Write::Create(c) | Write::Update(c, _) => TxnOp::put(key, *c, None),
+            Write::Delete(_) => TxnOp::delete(key, None),
+        }
+    }
+
+    /// Why a first attempt was refused, from the key's current state.
+    fn refusal(&self, key: &str, current: Option<&KeyValue>) -> TopoError {
+        match (self, current) {
+            // A failed create means the key exists.
+            (Write::Create(_), _) => TopoError::NodeExists(key.to_string()),
+            (Write::Delete(_), None) => TopoError::NoNode(key.to_string()),
+            // etcd reports a missing key as a version mismatch too.
+            _ => TopoError::BadVersion(key.to_string()),
+        }
+    }
+
+    /// The outcome of a write after an attempt whose reply was lost, from the key's state
+    /// (read in the same transaction as a later attempt that was refused). `Ok(Some(rev))`:
+    /// our write is what the key shows; `Ok(None)`: a deletion took effect; `Err` with a
+    /// definite kind: ours cannot have applied; else `OutcomeUnknown`.
+    fn settle(
+        &self,
+        key: &str,
+        current: Option<&KeyValue>,
+        lock_held: bool,
+        lost: &TopoError,
+    ) -> Result<Option<i64>> {
+        let refused = |e: TopoError| {
+            if lock_held {
+                e
+            } else {
+                TopoError::LockLost(key.to_string())
+            }
+        };
+        match (self, current) {
+            // Created with our contents and not changed since.
+            (Write::Create(c), Some(kv)) if kv.version() == 1 && kv.value() == *c => {
+                Ok(Some(kv.mod_revision()))
+            }
+            // Someone else's creation, not changed since: ours never applied.
+            (Write::Create(_), Some(kv)) if kv.version() == 1 => {
+                Err(refused(TopoError::NodeExists(key.to_string())))
+            }
+            (Write::Update(c, v), Some(kv))
+                if kv.value() == *c && v.is_none_or(|v| v.raw() != kv.mod_revision()) =>
+            {
+                Ok(Some(kv.mod_revision()))
+            }
+            (Write::Delete(_), None) => Ok(None),
+            // The incarnation we meant to delete is still there, changed by someone else:
+            // ours, had it applied, would have removed it.
+            (Write::Delete(Some(v)), Some(kv))
+                if kv.create_revision() <= v.raw() && kv.mod_revision() != v.raw() =>
+            {
+                Err(refused(TopoError::BadVersion(key.to_string())))
+            }
+            _ => Err(TopoError::OutcomeUnknown(format!(
+                "{key}: the reply to a write was lost ({lost}) and the key's state cannot \
+                 tell whether it applied; read it before trying again"
+            ))),
+        }
+    }
+}
+
+/// What one transaction did.
+enum Outcome {
+    /// It applied, at this revision, with the response of its operation.
+    Applied(i64, Option<TxnOpResponse>),
+    /// Its comparisons failed: the key as it is, and whether the fence's lock is held.
+    Refused(Option<KeyValue>, bool),
+}
+
 impl EtcdConn {
-    /// A conditional write: `when` (plus the fence's lock-key check) then `op`. On failure,
-    /// `on_fail` explains it from the current state of `key` (and the lock is checked
-    /// first).
-    pub(crate) async fn txn(
+    /// One transaction: `when` (plus the fence's lock-key check) then `op`, else read the
+    /// key (and the lock key).
+    async fn txn_once(
         &self,
         key: &str,
         fence: Option<&Fence>,
         mut when: Vec<Compare>,
         op: TxnOp,
-        on_fail: impl FnOnce(Option<i64>) -> TopoError,
-    ) -> Result<(i64, Option<TxnOpResponse>)> {
+        deadline: tokio::time::Instant,
+    ) -> std::result::Result<Outcome, WriteError> {
         let mut else_ops = vec![TxnOp::get(key, None)];
         if let Some(f) = fence {
             when.push(Compare::create_revision(
@@ -29,33 +145,95 @@ impl EtcdConn {
         }
         let txn = Txn::new().when(when).and_then(vec![op]).or_else(else_ops);
         let resp = self
-            .call(key, |mut c| {
+            .call_write(key, deadline, |mut c| {
                 let txn = txn.clone();
                 async move { c.txn(txn).await }
             })
             .await?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let succeeded = resp.succeeded();
         let mut responses = resp.op_responses().into_iter();
-        if resp.succeeded() {
-            return Ok((revision, responses.next()));
+        if succeeded {
+            return Ok(Outcome::Applied(revision, responses.next()));
         }
         let current = match responses.next() {
-            Some(TxnOpResponse::Get(g)) => g.kvs().first().map(|kv| kv.mod_revision()),
+            Some(TxnOpResponse::Get(g)) => g.kvs().first().cloned(),
             _ => None,
         };
-        if let Some(f) = fence {
-            let lock_held = match responses.next() {
+        let lock_held = match fence {
+            None => true,
+            Some(f) => match responses.next() {
                 Some(TxnOpResponse::Get(g)) => g
                     .kvs()
                     .first()
                     .is_some_and(|kv| kv.create_revision() == f.token() as i64),
                 _ => false,
+            },
+        };
+        Ok(Outcome::Refused(current, lock_held))
+    }
+
+    /// Runs `write` on `key` (fenced by `fence`), settling a lost reply as the module docs
+    /// say. `Ok(Some(rev))` when a put applied at `rev`; `Ok(None)` for a deletion.
+    async fn run_write(
+        &self,
+        key: &str,
+        fence: Option<&Fence>,
+        write: Write<'_>,
+    ) -> Result<Option<i64>> {
+        let deadline = tokio::time::Instant::now() + self.options.remote_operation_timeout;
+        // The error of an attempt whose reply was lost, once there was one.
+        let mut lost: Option<TopoError> = None;
+        let mut attempt = 1;
+        loop {
+            // After a lost reply, an unconditional write is only read back: a comparison
+            // that never holds turns the transaction into a read of the key.
+            let when = if lost.is_some() && !write.conditional() {
+                vec![Compare::version(key, CompareOp::Less, 0)]
+            } else {
+                write.when(key)
             };
-            if !lock_held {
-                return Err(TopoError::LockLost(f.dir().to_string()));
+            let outcome = self
+                .txn_once(key, fence, when, write.op(key), deadline)
+                .await;
+            match (outcome, &lost) {
+                (Ok(Outcome::Applied(_, Some(TxnOpResponse::Delete(d)))), _) => {
+                    return if d.deleted() == 0 {
+                        Err(TopoError::NoNode(key.to_string()))
+                    } else {
+                        Ok(None)
+                    }
+                }
+                (Ok(Outcome::Applied(rev, _)), _) => return Ok(Some(rev)),
+                (Ok(Outcome::Refused(_, false)), None) => {
+                    return Err(TopoError::LockLost(
+                        fence.map(|f| f.dir().to_string()).unwrap_or_default(),
+                    ))
+                }
+                (Ok(Outcome::Refused(current, true)), None) => {
+                    return Err(write.refusal(key, current.as_ref()))
+                }
+                (Ok(Outcome::Refused(current, held)), Some(e)) => {
+                    return write.settle(key, current.as_ref(), held, e)
+                }
+                (Err(WriteError::NotApplied(e)), None) => return Err(e),
+                (Err(WriteError::NotApplied(e) | WriteError::MaybeApplied(e)), Some(_))
+                | (Err(WriteError::MaybeApplied(e)), None)
+                    if attempt == ATTEMPTS || tokio::time::Instant::now() >= deadline =>
+                {
+                    return Err(TopoError::OutcomeUnknown(format!(
+                        "{key}: the reply to a write was lost and its state could not be \
+                         read back: {e}"
+                    )));
+                }
+                (Err(WriteError::NotApplied(e) | WriteError::MaybeApplied(e)), _) => {
+                    tracing::debug!(key, attempt, "a write's reply was lost: {e}");
+                    lost.get_or_insert(e);
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                    attempt += 1;
+                }
             }
         }
-        Err(on_fail(current))
     }
 
     pub(crate) async fn write(
@@ -66,29 +244,17 @@ impl EtcdConn {
         version: Option<Option<&Version>>,
     ) -> Result<Version> {
         let key = self.key(rel)?;
-        let put = TxnOp::put(key.as_str(), contents, None);
-        let creating = version.is_none();
-        let when = match version {
-            None => vec![Compare::version(key.as_str(), CompareOp::Equal, 0)],
-            Some(None) => vec![],
-            Some(Some(v)) => vec![Compare::mod_revision(
-                key.as_str(),
-                CompareOp::Equal,
-                v.raw(),
-            )],
+        let write = match version {
+            None => Write::Create(contents),
+            Some(v) => Write::Update(contents, v),
         };
-        let k2 = key.clone();
-        // A failed create means the key exists; a failed compare-and-set means another
-        // version (etcd reports a missing key as a version mismatch too).
-        let fail = move |_| {
-            if creating {
-                TopoError::NodeExists(k2)
-            } else {
-                TopoError::BadVersion(k2)
-            }
-        };
-        let (revision, _) = self.txn(&key, fence, when, put, fail).await?;
-        Ok(Version::new(revision))
+        match self.run_write(&key, fence, write).await? {
+            Some(rev) => Ok(Version::new(rev)),
+            None => Err(TopoError::backend_msg(
+                crate::BACKEND,
+                format!("{key}: a put reported no revision"),
+            )),
+        }
     }
 
     pub(crate) async fn remove(
@@ -98,31 +264,9 @@ impl EtcdConn {
         version: Option<&Version>,
     ) -> Result<()> {
         let key = self.key(rel)?;
-        let when = match version {
-            Some(v) => vec![Compare::mod_revision(
-                key.as_str(),
-                CompareOp::Equal,
-                v.raw(),
-            )],
-            None => vec![],
-        };
-        let k2 = key.clone();
-        let (_, resp) = self
-            .txn(
-                &key,
-                fence,
-                when,
-                TxnOp::delete(key.as_str(), None),
-                move |cur| match cur {
-                    Some(_) => TopoError::BadVersion(k2),
-                    None => TopoError::NoNode(k2),
-                },
-            )
-            .await?;
-        match resp {
-            Some(TxnOpResponse::Delete(d)) if d.deleted() == 0 => Err(TopoError::NoNode(key)),
-            _ => Ok(()),
-        }
+        self.run_write(&key, fence, Write::Delete(version))
+            .await
+            .map(|_| ())
     }
 
     /// The contents and version of `path`.

@@ -5,14 +5,44 @@
 //! are key ModRevisions, and locks are `<dir>/locks/<lease id>` keys queued by revision, so a
 //! Vitess process and a Toposphere process exclude each other.
 //!
-//! Unlike Vitess's etcd2topo, a held lock keeps its lease alive in the background until it
-//! is released or dropped, whatever happens to the future that took it (Vitess #11811,
-//! #20340); `check()` reports the loss as soon as the lease is gone. Writes can be fenced by
-//! a lock: the transaction compares the lock key's create revision.
+//! ## Locks, fencing and elections: what is guaranteed
 //!
-//! Every call is bounded by the remote-operation timeout; `Unavailable` (a dead member) is
-//! retried on the next endpoint with backoff. Large prefix reads are paged below the gRPC
-//! message limit. Watches resume after reconnects and re-read after compactions.
+//! - **Mutual exclusion while the lease lives.** A lock is the lowest-revision key under
+//!   `<dir>/locks/`; each key is bound to a lease of the lock's TTL (30 s by default, 24 h
+//!   for named locks). Unlike Vitess's etcd2topo, a held lock keeps its lease alive in the
+//!   background until it is released or dropped, whatever happens to the future that took
+//!   it (Vitess #11811, #20340).
+//! - **Fencing.** The fencing token is the lock key's create revision: strictly larger for
+//!   every later holder. A fenced write's transaction compares the lock key's create
+//!   revision, so it applies only while that very key exists; fenced writes are the only
+//!   protection against a holder that does not yet know it lost the lock.
+//! - **Loss detection.** The lease task counts the loss clock from when the last successful
+//!   renewal (first: the lease grant) was *sent*, so the server cannot have kept the lease
+//!   longer than we believe; failed renewals are retried soon, and the loss fires at that
+//!   deadline even while the member hangs. So `check()` returns `LockLost` (and an
+//!   election's leadership token is cancelled) no later than the server's own expiry,
+//!   before anyone else can take the lock. A lock key deleted behind the holder's back is
+//!   also a loss: `check()` compares the key's create revision, elections watch their key,
+//!   and a waiter whose queued key vanished fails with `LockLost` instead of taking a lock
+//!   it has no key for.
+//! - **No orphans.** A failed acquisition revokes its lease before it returns; a dropped
+//!   one (a timeout around `lock`) leaves the revoke to the lease task. An unlock whose
+//!   revoke fails keeps revoking in the background (capped backoff) until it succeeds or
+//!   the lease would have expired anyway. `close()` waits (bounded by the
+//!   remote-operation timeout) for these clean-ups, so a process that exits right after
+//!   leaves no entry behind.
+//!
+//! ## Calls, writes and watches
+//!
+//! Every call is bounded by the remote-operation timeout. Reads and lease calls are retried
+//! on the next endpoint with backoff while members are unavailable. A write is sent again
+//! only when it provably never reached a server (the connection was refused); when its
+//! reply is lost, its outcome is settled by reading the key back (see `file`), and what
+//! cannot be settled is `OutcomeUnknown`, never a possibly wrong `NodeExists`,
+//! `BadVersion` or a silent second write. Large prefix reads are paged below the gRPC
+//! message limit. Watches resume after reconnects (capped, jittered backoff) and re-read
+//! after compactions; an error retrying cannot fix (permission denied, authentication
+//! required) ends the watch with that error.
 //!
 //! ## Layout
 //! `lib` (options, factory, the `Conn` implementation), `client` (connecting, bounded
@@ -114,6 +144,9 @@ pub struct EtcdConn {
     options: EtcdOptions,
     /// Cancelled by `close`: calls fail, watches end, held locks are released.
     closed: CancellationToken,
+    /// Background clean-ups (lease keep-alives and revokes of locks released, dropped or
+    /// abandoned) that `close` waits for, so that nothing is left behind at exit.
+    cleanups: tokio_util::task::TaskTracker,
 }
 
 impl std::fmt::Debug for EtcdConn {
@@ -261,6 +294,15 @@ impl Conn for EtcdConn {
 
     async fn close(&self) {
         self.closed.cancel();
+        // Every lease task revokes its lease on close; wait for them (bounded: a revoke
+        // that cannot get through gives up when its lease would expire anyway).
+        self.cleanups.close();
+        if tokio::time::timeout(self.options.remote_operation_timeout, self.cleanups.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(root = %self.root, "closing: lock clean-ups still pending");
+        }
     }
 
     fn value_limit(&self) -> Option<ValueLimit> {

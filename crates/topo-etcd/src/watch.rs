@@ -4,6 +4,10 @@
 //! stream breaks it is re-opened from the last revision seen; when that revision has been
 //! compacted away, the key (or prefix) is read again, its current state delivered, and the
 //! watch continues from the new read. Versions in events are ModRevisions, like `get`'s.
+//!
+//! Transient failures (a member down, a broken connection) are retried with capped,
+//! jittered exponential backoff; a failure that retrying cannot fix (permission denied,
+//! authentication required, an invalid request) ends the stream with that error.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,19 +18,24 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 use topo_core::{RecursiveChange, Result, TopoError, Version, WatchData, WatchStream};
 
+use crate::client::jittered;
+use crate::error::{permanent, permanent_cancel};
 use crate::EtcdConn;
 
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// What a watch delivers for one key change.
+/// What a watch delivers: one key change, or the error that ends it.
 enum Change {
     Put(String, WatchData),
     Delete(String),
+    Failed(TopoError),
 }
 
 /// Runs an etcd watch of `key` (a prefix when `prefix`) from `next_rev`, calling `deliver`
-/// for every change, until `deliver` says stop or the receiver is gone. On compaction,
-/// `resync` reads the current state and returns the revision to go on from.
+/// for every change, until `deliver` says stop or the receiver is gone, or a permanent
+/// failure (delivered last). On compaction, `resync` reads the current state and returns
+/// the revision to go on from.
 async fn run<D, R, RF>(
     conn: EtcdConn,
     key: String,
@@ -39,7 +48,7 @@ async fn run<D, R, RF>(
     R: FnMut() -> RF,
     RF: std::future::Future<Output = Option<i64>>,
 {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = FIRST_BACKOFF;
     loop {
         let mut opts = WatchOptions::new().with_start_revision(next_rev);
         if prefix {
@@ -47,15 +56,32 @@ async fn run<D, R, RF>(
         }
         let mut stream = match conn.open_watch(&key, opts).await {
             Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(key, "opening an etcd watch: {e}; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
+            Err((e, true)) => {
+                tracing::warn!(key, "the etcd watch cannot be opened: {e}");
+                deliver(Change::Failed(e));
+                return;
+            }
+            Err((e, false)) => {
+                tracing::debug!(key, "opening an etcd watch: {e}; retrying");
+                tokio::time::sleep(jittered(backoff)).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
-        while let Ok(Some(msg)) = stream.message().await {
-            backoff = Duration::from_millis(100);
+        loop {
+            let msg = match stream.message().await {
+                Ok(Some(msg)) => msg,
+                Ok(None) => break,
+                Err(e) if permanent(&e) => {
+                    tracing::warn!(key, "the etcd watch failed: {e}");
+                    deliver(Change::Failed(crate::error::convert(e, &key)));
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(key, "the etcd watch broke: {e}");
+                    break;
+                }
+            };
             if msg.compact_revision() > 0 {
                 tracing::info!(
                     key,
@@ -69,8 +95,22 @@ async fn run<D, R, RF>(
                 break;
             }
             if msg.canceled() {
+                if permanent_cancel(msg.cancel_reason()) {
+                    tracing::warn!(
+                        key,
+                        reason = msg.cancel_reason(),
+                        "etcd cancelled the watch"
+                    );
+                    deliver(Change::Failed(TopoError::backend_msg(
+                        crate::BACKEND,
+                        format!("{key}: etcd cancelled the watch: {}", msg.cancel_reason()),
+                    )));
+                    return;
+                }
                 break;
             }
+            // A message came through: the connection works again.
+            backoff = FIRST_BACKOFF;
             for ev in msg.events() {
                 let Some(kv) = ev.kv() else { continue };
                 let k = String::from_utf8_lossy(kv.key()).into_owned();
@@ -91,7 +131,7 @@ async fn run<D, R, RF>(
             }
         }
         // The stream ended or broke: re-open it from the last revision seen.
-        tokio::time::sleep(backoff).await;
+        tokio::time::sleep(jittered(backoff)).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
@@ -128,6 +168,10 @@ pub(crate) async fn watch_file(
             Change::Put(_, d) => tx.send(Ok(d)).is_ok(),
             Change::Delete(k) => {
                 let _ = tx.send(Err(TopoError::NoNode(k)));
+                false
+            }
+            Change::Failed(e) => {
+                let _ = tx.send(Err(e));
                 false
             }
         },
@@ -219,6 +263,10 @@ pub(crate) async fn watch_prefix(
                         path: to_rel(&k),
                         data: None,
                     }
+                }
+                Change::Failed(e) => {
+                    let _ = tx.send(Err(e));
+                    return false;
                 }
             };
             tx.send(Ok(item)).is_ok()

@@ -5,11 +5,66 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use topo_core::{Conn, ConnExt};
+use topo_core::{Conn, ConnExt, ErrorKind, Version};
 use topo_etcd::EtcdConn;
 use topo_testkit::etcd::EtcdCluster;
 
 use crate::options;
+
+/// True for the errors after which a careful writer reads before writing again: the
+/// write's reply was lost during the election, so it may or may not have applied.
+fn unsettled(e: &topo_core::TopoError) -> bool {
+    e.is(ErrorKind::OutcomeUnknown) || e.is(ErrorKind::Timeout)
+}
+
+/// Sets `path` to `contents` the way a careful writer does through a leader election:
+/// after an unknown outcome, read back, and write again only if it did not apply.
+async fn settled_update(conn: &EtcdConn, path: &str, contents: &[u8]) -> Version {
+    settled_put(conn, path, contents, false).await
+}
+
+/// Creates `path` as [`settled_update`] sets it.
+async fn settled_create(conn: &EtcdConn, path: &str, contents: &[u8]) -> Version {
+    settled_put(conn, path, contents, true).await
+}
+
+async fn settled_put(conn: &EtcdConn, path: &str, contents: &[u8], create: bool) -> Version {
+    for _ in 0..10 {
+        let written = if create {
+            conn.create(path, contents).await
+        } else {
+            conn.update(path, contents, None).await
+        };
+        match written {
+            Ok(v) => return v,
+            Err(e) if unsettled(&e) => {
+                if let Ok((c, v)) = conn.get(path).await {
+                    if c == contents {
+                        return v;
+                    }
+                }
+            }
+            Err(e) => panic!("updating {path}: {e}"),
+        }
+    }
+    panic!("updating {path}: no settled outcome in 10 attempts");
+}
+
+/// Deletes `path` as [`settled_update`] sets it.
+async fn settled_delete(conn: &EtcdConn, path: &str) {
+    for _ in 0..10 {
+        match conn.delete(path, None).await {
+            Ok(()) => return,
+            Err(e) if unsettled(&e) => {
+                if matches!(conn.get(path).await, Err(e) if e.is_no_node()) {
+                    return;
+                }
+            }
+            Err(e) => panic!("deleting {path}: {e}"),
+        }
+    }
+    panic!("deleting {path}: no settled outcome in 10 attempts");
+}
 
 fn cluster() -> Option<EtcdCluster> {
     if !topo_testkit::require_binary("etcd", "etcd fault tests") {
@@ -147,12 +202,7 @@ async fn watch_converges_after_compaction() {
     cluster.member_mut(0).kill();
     let mut last = None;
     for i in 1..=20 {
-        last = Some(
-            writer
-                .update("/SrvVSchema", format!("v{i}").as_bytes(), None)
-                .await
-                .unwrap(),
-        );
+        last = Some(settled_update(&writer, "/SrvVSchema", format!("v{i}").as_bytes()).await);
     }
     let mut raw = etcd_client::Client::connect(writer_addr.split(',').collect::<Vec<_>>(), None)
         .await
@@ -215,12 +265,7 @@ async fn watch_resumes_after_reconnect() {
     cluster.member_mut(0).kill();
     let mut versions = Vec::new();
     for i in 1..=5 {
-        versions.push(
-            writer
-                .update("/SrvVSchema", format!("v{i}").as_bytes(), None)
-                .await
-                .unwrap(),
-        );
+        versions.push(settled_update(&writer, "/SrvVSchema", format!("v{i}").as_bytes()).await);
     }
     cluster.member_mut(0).restart().unwrap();
     let mut seen = Vec::new();
@@ -262,12 +307,9 @@ async fn recursive_watch_converges_after_compaction() {
     let (initial, mut changes) = watcher.watch_recursive("/cells").await.unwrap();
     assert_eq!(initial.len(), 2);
     cluster.member_mut(0).kill();
-    writer.delete("/cells/a/CellInfo", None).await.unwrap();
-    writer
-        .update("/cells/b/CellInfo", b"b1", None)
-        .await
-        .unwrap();
-    let last = writer.create("/cells/c/CellInfo", b"c0").await.unwrap();
+    settled_delete(&writer, "/cells/a/CellInfo").await;
+    settled_update(&writer, "/cells/b/CellInfo", b"b1").await;
+    let last = settled_create(&writer, "/cells/c/CellInfo", b"c0").await;
     let mut raw = etcd_client::Client::connect(writer_addr.split(',').collect::<Vec<_>>(), None)
         .await
         .unwrap();

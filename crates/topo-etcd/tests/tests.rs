@@ -2,6 +2,7 @@
 //! tests, TLS, and lock compatibility with Vitess's layout.
 
 mod faults;
+mod safety;
 mod tls;
 
 use std::sync::{Arc, OnceLock};
@@ -16,7 +17,7 @@ use toposphere::suite::FactoryBackend;
 
 /// A server shared by every test of this binary that needs one (each test uses its own
 /// root), started on first use; `None` when etcd is missing and skipping is allowed.
-fn shared(three: bool) -> Option<String> {
+pub(crate) fn shared(three: bool) -> Option<String> {
     static ONE: OnceLock<Option<EtcdCluster>> = OnceLock::new();
     static THREE: OnceLock<Option<EtcdCluster>> = OnceLock::new();
     let cell = if three { &THREE } else { &ONE };
