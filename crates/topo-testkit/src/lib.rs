@@ -7,8 +7,12 @@
 //! A test that needs a server calls [`require_binary`] first: when the binary is missing it
 //! prints that the test is skipped and returns `false`, unless `TOPO_TEST_STRICT=1` is set
 //! (as CI sets it), in which case it panics so that a missing install cannot pass as green.
+//!
+//! [`proxy::FaultProxy`] sits between a client and one server to inject network faults
+//! (latency, blackholes, refused connections, resets, lost replies).
 
 pub mod etcd;
+pub mod proxy;
 pub mod zk;
 
 use std::io;
