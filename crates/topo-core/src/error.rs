@@ -47,6 +47,8 @@ pub enum ErrorKind {
     ReadOnly,
     /// Stored bytes could not be decoded.
     Corrupt,
+    /// A write whose answer was lost: it may or may not have been applied.
+    OutcomeUnknown,
     /// Any other backend failure.
     Backend,
 }
@@ -115,6 +117,11 @@ pub enum TopoError {
         /// What is wrong with them.
         message: String,
     },
+    /// A write whose answer was lost (the connection dropped or the call timed out after
+    /// the request was sent) and whose outcome could not be read back: it may or may not
+    /// have been applied. Not retryable as such: the caller must read first.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
     /// Any other failure of a backend, with its source.
     #[error("{backend}: {message}{}", source.as_ref().map(|s| format!(": {s}")).unwrap_or_default())]
     Backend {
@@ -148,6 +155,7 @@ impl TopoError {
             TopoError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             TopoError::ReadOnly { .. } => ErrorKind::ReadOnly,
             TopoError::Corrupt { .. } => ErrorKind::Corrupt,
+            TopoError::OutcomeUnknown(_) => ErrorKind::OutcomeUnknown,
             TopoError::Backend { .. } => ErrorKind::Backend,
         }
     }
@@ -266,6 +274,11 @@ mod tests {
         assert!(TopoError::Timeout("x".into()).is_retryable());
         assert!(!TopoError::BadVersion("x".into()).is_retryable());
         assert!(!TopoError::NoNode("x".into()).is_retryable());
+        assert!(!TopoError::OutcomeUnknown("x".into()).is_retryable());
+        assert_eq!(
+            TopoError::OutcomeUnknown("/a".into()).to_string(),
+            "outcome unknown: /a"
+        );
         assert!(TopoError::NoNode("x".into()).is_no_node());
         assert_eq!(
             TopoError::ReadOnly {
