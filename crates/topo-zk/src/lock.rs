@@ -158,7 +158,7 @@ impl QueueEntry {
     /// After a failed deletion whose outcome is unknown (a timeout, a lost connection),
     /// keeps trying in the background: the session lives on, and so would the node.
     fn retry_in_background(&self, e: TopoError) -> TopoError {
-        if e.is_retryable() {
+        if e.is_retryable() || e.is(ErrorKind::OutcomeUnknown) {
             let (conn, node) = (self.conn.clone(), self.node.clone());
             tokio::spawn(async move { delete_quietly(&conn, &node).await });
         }
@@ -343,7 +343,7 @@ async fn create_registered(
                 }
             }
             Err(e) => {
-                if e.is_retryable() {
+                if e.is_retryable() || e.is(ErrorKind::OutcomeUnknown) {
                     if let Err(hunt) = remove_orphans(conn, queue, contents).await {
                         tracing::warn!(%queue, "looking for a lock node whose creation answer was lost: {hunt}");
                     }
