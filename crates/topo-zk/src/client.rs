@@ -10,6 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::task::TaskTracker;
 use topo_core::{Result, TopoError};
 use zookeeper_client::{Client, MultiWriteError, MultiWriteResult, MultiWriter};
 
@@ -42,6 +43,9 @@ pub(crate) struct Session {
     /// Serialises creating queue nodes, so an orphan hunt never mistakes a creation still
     /// in flight for an orphan.
     pub(crate) creating: tokio::sync::Mutex<()>,
+    /// Clean-ups in the background (deleting the nodes of abandoned lock calls), which
+    /// `close()` lets finish: a process that exits right after leaves nothing behind.
+    pub(crate) cleanups: TaskTracker,
 }
 
 impl Session {
@@ -56,6 +60,7 @@ impl Session {
             reconnect: tokio::sync::Mutex::new(()),
             queue_nodes: std::sync::Mutex::new(HashSet::new()),
             creating: tokio::sync::Mutex::new(()),
+            cleanups: TaskTracker::new(),
         })
     }
 
@@ -111,13 +116,37 @@ impl Session {
         TopoError::Interrupted(format!("ZooKeeper connection to {} closed", self.addr))
     }
 
-    /// Lets the session go: it closes (deleting its locks and proposals, ending its
-    /// watches) once calls in flight have dropped their clones of the client.
-    pub(crate) fn close(&self) {
-        self.client
+    /// Finishes the pending clean-ups, then ends the session (deleting its locks and
+    /// proposals, ending its watches) and waits until the server has confirmed it, each
+    /// step bounded by the remote-operation timeout. The session closes once calls still in
+    /// flight have dropped their clones of the client.
+    pub(crate) async fn close(&self) {
+        let limit = self.options.remote_operation_timeout;
+        self.cleanups.close();
+        if tokio::time::timeout(limit, self.cleanups.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(addr = %self.addr, "closing: clean-ups still unfinished after {limit:?}");
+        }
+        let Some(client) = self
+            .client
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .take();
+            .take()
+        else {
+            return;
+        };
+        let mut states = client.state_watcher();
+        drop(client);
+        let ended = tokio::time::timeout(limit, async {
+            while !states.peek_state().is_terminated() {
+                states.changed().await;
+            }
+        });
+        if ended.await.is_err() {
+            tracing::warn!(addr = %self.addr, "closing: the session did not end within {limit:?}");
+        }
     }
 }
 

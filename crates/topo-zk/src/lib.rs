@@ -359,7 +359,7 @@ impl Conn for ZkConn {
 
     async fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
-        self.session.close();
+        self.session.close().await;
     }
 }
 
