@@ -2,6 +2,7 @@
 //! proxy: abandoned lock nodes, lost write answers, suspended leaders, racing tries,
 //! watches across reconnects, re-created lock nodes.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -401,4 +402,53 @@ async fn suspended_leader_steps_down_before_another_leads() {
         locked - start
     );
     g.unlock().await.unwrap();
+}
+
+/// (item 8) A recursive watch whose connection was cut reports, once it is back, what
+/// changed meanwhile: the final state of every file, deletions included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recursive_watch_catches_up_after_a_reconnect() {
+    let Some(addr) = shared(false) else { return };
+    let root = topo_core::conformance::fresh_root("watch_reconnect");
+    let (proxy, watcher, other) = proxied(&addr, &root, Duration::from_secs(10)).await;
+    for f in ["kept", "changed", "deleted"] {
+        other
+            .create(&format!("/keyspaces/{f}"), f.as_bytes())
+            .await
+            .unwrap();
+    }
+    let (initial, mut changes) = watcher.watch_recursive("/keyspaces").await.unwrap();
+    let mut state: BTreeMap<String, Vec<u8>> = initial
+        .into_iter()
+        .map(|c| (c.path, c.data.unwrap().contents))
+        .collect();
+    assert_eq!(state.len(), 3);
+    proxy.refuse(true);
+    proxy.reset_all();
+    other
+        .update("/keyspaces/changed", b"new", None)
+        .await
+        .unwrap();
+    other.delete("/keyspaces/deleted", None).await.unwrap();
+    other.create("/keyspaces/created", b"c").await.unwrap();
+    proxy.heal();
+    let want: BTreeMap<String, Vec<u8>> = [
+        ("/keyspaces/changed", &b"new"[..]),
+        ("/keyspaces/created", b"c"),
+        ("/keyspaces/kept", b"kept"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_vec()))
+    .collect();
+    let caught_up = tokio::time::timeout(Duration::from_secs(10), async {
+        while state != want {
+            let change = changes.next().await.unwrap().unwrap();
+            match change.data {
+                Some(d) => state.insert(change.path, d.contents),
+                None => state.remove(&change.path),
+            };
+        }
+    })
+    .await;
+    assert!(caught_up.is_ok(), "the watcher saw {state:?}, not {want:?}");
 }
