@@ -162,8 +162,12 @@ impl QueueEntry {
                 .call(p, |c| async move { c.check_and_watch_stat(p).await })
                 .await?;
             if stat.is_some() {
-                // Deleted, or the session's state changed (then the loop looks again).
-                let _ = tokio::time::timeout(RECHECK, watcher.changed()).await;
+                // Deleted, the session's state changed, or this entry lost (then the loop
+                // looks again).
+                tokio::select! {
+                    _ = self.lost.cancelled() => {}
+                    _ = tokio::time::timeout(RECHECK, watcher.changed()) => {}
+                }
             }
         }
     }

@@ -332,9 +332,9 @@ async fn lost_write_answer_never_overwrites_a_later_write() {
     assert_eq!(v, Version::new(4));
 }
 
-/// (item 4) A leader whose connection goes silent gives up leadership, and a lock holder's
-/// `check()` reports LockLost, before the server expires the session and another
-/// participant takes over.
+/// (item 4) A leader whose connection goes silent gives up leadership, a lock holder's
+/// `check()` reports LockLost, and a waiting lock call gives up, before the server expires
+/// the session and another participant takes over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suspended_leader_steps_down_before_another_leads() {
     if !topo_testkit::zk::require() {
@@ -345,6 +345,15 @@ async fn suspended_leader_steps_down_before_another_leads() {
     let (proxy, leader, other) = proxied(&zk.addrs(), root, Duration::from_secs(4)).await;
     leader.create("/keyspaces/ks/Keyspace", b"").await.unwrap();
     let held = leader.lock("/keyspaces/ks", "leader").await.unwrap();
+    other.create("/keyspaces/ks2/Keyspace", b"").await.unwrap();
+    let other_holds = other.lock("/keyspaces/ks2", "other").await.unwrap();
+    let waiting = {
+        let leader = leader.clone();
+        tokio::spawn(async move {
+            let r = leader.lock("/keyspaces/ks2", "waiter").await;
+            (tokio::time::Instant::now(), r.map(|_| ()))
+        })
+    };
     let mine = leader
         .new_leader_participation("primary", "leader")
         .await
@@ -372,6 +381,7 @@ async fn suspended_leader_steps_down_before_another_leads() {
     let raw = raw(&zk.addrs()).await;
     await_children(&raw, &format!("{root}/elections/primary"), 2).await;
     await_children(&raw, &format!("{root}/keyspaces/ks/locks"), 2).await;
+    await_children(&raw, &format!("{root}/keyspaces/ks2/locks"), 2).await;
     proxy.blackhole();
     tokio::time::timeout(Duration::from_secs(30), leading.cancelled())
         .await
@@ -388,6 +398,15 @@ async fn suspended_leader_steps_down_before_another_leads() {
     .await
     .expect("the lock is reported lost");
     let took_over = took_over.await.unwrap();
+    let (gave_up, waited) = waiting.await.unwrap();
+    let err = waited.unwrap_err();
+    assert!(err.is(ErrorKind::LockLost), "{err}");
+    assert!(
+        gave_up < took_over,
+        "the waiter gave up after {:?}, the other led after {:?}",
+        gave_up - start,
+        took_over - start
+    );
     let (locked, g) = locked.await.unwrap();
     assert!(
         stepped_down < took_over,
@@ -402,6 +421,7 @@ async fn suspended_leader_steps_down_before_another_leads() {
         locked - start
     );
     g.unlock().await.unwrap();
+    other_holds.unlock().await.unwrap();
 }
 
 /// (item 8) A recursive watch whose connection was cut reports, once it is back, what
