@@ -10,10 +10,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::task::TaskTracker;
 use topo_core::{Result, TopoError};
 use zookeeper_client::{Client, MultiWriteError, MultiWriteResult, MultiWriter};
 
-use crate::error::convert;
+use crate::error::{connection_lost, convert, outcome_unknown, unknown};
 use crate::{ZkConn, ZkOptions};
 
 /// The pause before the first retry of a call whose connection dropped; doubled for each
@@ -42,6 +43,9 @@ pub(crate) struct Session {
     /// Serialises creating queue nodes, so an orphan hunt never mistakes a creation still
     /// in flight for an orphan.
     pub(crate) creating: tokio::sync::Mutex<()>,
+    /// Clean-ups in the background (deleting the nodes of abandoned lock calls), which
+    /// `close()` lets finish: a process that exits right after leaves nothing behind.
+    pub(crate) cleanups: TaskTracker,
 }
 
 impl Session {
@@ -56,6 +60,7 @@ impl Session {
             reconnect: tokio::sync::Mutex::new(()),
             queue_nodes: std::sync::Mutex::new(HashSet::new()),
             creating: tokio::sync::Mutex::new(()),
+            cleanups: TaskTracker::new(),
         })
     }
 
@@ -111,13 +116,37 @@ impl Session {
         TopoError::Interrupted(format!("ZooKeeper connection to {} closed", self.addr))
     }
 
-    /// Lets the session go: it closes (deleting its locks and proposals, ending its
-    /// watches) once calls in flight have dropped their clones of the client.
-    pub(crate) fn close(&self) {
-        self.client
+    /// Finishes the pending clean-ups, then ends the session (deleting its locks and
+    /// proposals, ending its watches) and waits until the server has confirmed it, each
+    /// step bounded by the remote-operation timeout. The session closes once calls still in
+    /// flight have dropped their clones of the client.
+    pub(crate) async fn close(&self) {
+        let limit = self.options.remote_operation_timeout;
+        self.cleanups.close();
+        if tokio::time::timeout(limit, self.cleanups.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(addr = %self.addr, "closing: clean-ups still unfinished after {limit:?}");
+        }
+        let Some(client) = self
+            .client
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .take();
+            .take()
+        else {
+            return;
+        };
+        let mut states = client.state_watcher();
+        drop(client);
+        let ended = tokio::time::timeout(limit, async {
+            while !states.peek_state().is_terminated() {
+                states.changed().await;
+            }
+        });
+        if ended.await.is_err() {
+            tracing::warn!(addr = %self.addr, "closing: the session did not end within {limit:?}");
+        }
     }
 }
 
@@ -145,7 +174,7 @@ impl ZkConn {
             let mut pause = BACKOFF;
             loop {
                 match op(self.client().await?).await {
-                    Err(zookeeper_client::Error::ConnectionLoss) => {
+                    Err(e) if connection_lost(&e) => {
                         tracing::debug!(what, ?pause, "ZooKeeper connection lost; retrying");
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(MAX_BACKOFF);
@@ -157,39 +186,49 @@ impl ZkConn {
         bounded(self.options().remote_operation_timeout, what, attempts).await
     }
 
-    /// Runs `op` about `what` once, bounded by the remote-operation timeout: for writes
-    /// whose retry could misreport the outcome (a create that succeeded would come back
-    /// `NodeExists`, a versioned write `BadVersion`, a sequential create would queue twice).
+    /// Runs write `op` about `what` once, bounded by the remote-operation timeout: for
+    /// writes whose retry could misreport the outcome (a create that succeeded would come
+    /// back `NodeExists`, a versioned write `BadVersion`, a sequential create would queue
+    /// twice) or overwrite a later write. A lost answer (the connection failed, or the
+    /// time ran out, after the request was sent) is `OutcomeUnknown`.
     pub(crate) async fn call_once<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
     where
         F: FnOnce(Arc<Client>) -> Fut,
         Fut: Future<Output = std::result::Result<T, zookeeper_client::Error>>,
     {
         let client = self.client().await?;
-        bounded(self.options().remote_operation_timeout, what, async {
-            op(client).await.map_err(|e| convert(e, what))
-        })
-        .await
+        let limit = self.options().remote_operation_timeout;
+        match tokio::time::timeout(limit, op(client)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if outcome_unknown(&e) => Err(unknown(what, e)),
+            Ok(Err(e)) => Err(convert(e, what)),
+            Err(_) => Err(unknown(what, format!("no answer within {limit:?}"))),
+        }
     }
 }
 
 impl ZkConn {
-    /// Commits multi-op `w` about `what` once (as [`ZkConn::call_once`]), bounded by the
-    /// remote-operation timeout. `failed` turns the index and error of the operation that
-    /// failed (and so undid the others) into the answer.
+    /// Commits multi-op `w` about `what` once (as [`ZkConn::call_once`], a lost answer is
+    /// `OutcomeUnknown`), bounded by the remote-operation timeout. `failed` turns the index
+    /// and error of the operation that failed (and so undid the others) into the answer.
     pub(crate) async fn commit(
         &self,
         what: &str,
         mut w: MultiWriter<'_>,
         failed: impl FnOnce(usize, zookeeper_client::Error) -> TopoError,
     ) -> Result<Vec<MultiWriteResult>> {
-        bounded(self.options().remote_operation_timeout, what, async {
-            w.commit().await.map_err(|e| match e {
-                MultiWriteError::OperationFailed { index, source } => failed(index, source),
-                MultiWriteError::RequestFailed { source } => convert(source, what),
-            })
-        })
-        .await
+        let limit = self.options().remote_operation_timeout;
+        match tokio::time::timeout(limit, w.commit()).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(MultiWriteError::OperationFailed { index, source })) => {
+                Err(failed(index, source))
+            }
+            Ok(Err(MultiWriteError::RequestFailed { source })) if outcome_unknown(&source) => {
+                Err(unknown(what, source))
+            }
+            Ok(Err(MultiWriteError::RequestFailed { source })) => Err(convert(source, what)),
+            Err(_) => Err(unknown(what, format!("no answer within {limit:?}"))),
+        }
     }
 }
 

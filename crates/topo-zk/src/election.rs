@@ -1,9 +1,11 @@
 //! Elections (Vitess's `election.go`): proposals are ephemeral sequential znodes
 //! `elections/<name>/<seq>` holding the participant's id; the lowest leads, and the leader
-//! watches its own proposal. `wait_for_new_leader`, which Vitess's zk backend lacks, follows
-//! the proposals with child watches.
+//! watches its own proposal. Leadership ends when the proposal goes, the session ends, or
+//! the connection stays down past the suspension limit (see the `lock` module).
+//! `wait_for_new_leader`, which Vitess's zk backend lacks, follows the proposals with child
+//! watches, each armed before the leader is read.
 
-use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,7 +13,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use topo_core::election::leader_stream;
 use topo_core::{LeaderParticipation, Result, TopoError, WatchStream};
-use zookeeper_client::{EventType, WatchedEvent};
+use zookeeper_client::{EventType, OneshotWatcher, WatchedEvent};
 
 use crate::lock::QueueEntry;
 use crate::ZkConn;
@@ -44,7 +46,12 @@ impl ZkElection {
 
 /// The id in the lowest proposal under `dir`, or `""`.
 async fn leader_id(conn: &ZkConn, dir: &str) -> Result<String> {
-    for first in QueueEntry::queue(conn, dir).await? {
+    first_id(conn, dir, QueueEntry::queue(conn, dir).await?).await
+}
+
+/// The id in the first of the proposals `children` (sorted) of `dir` still there, or `""`.
+async fn first_id(conn: &ZkConn, dir: &str, children: Vec<String>) -> Result<String> {
+    for first in children {
         let p = format!("{dir}/{first}");
         match conn.get_key(&p).await {
             Ok((data, _)) => return Ok(String::from_utf8_lossy(&data).into_owned()),
@@ -66,62 +73,67 @@ fn session_end(event: &WatchedEvent, dir: &str) -> Option<TopoError> {
     })
 }
 
-/// Waits for the next change of the proposals under `dir` (or for `dir` to appear).
-async fn next_change(conn: &ZkConn, dir: &str) -> Result<()> {
-    let event = match conn
-        .call(dir, |c| async move { c.get_and_watch_children(dir).await })
-        .await
-    {
-        Ok((_, _, watcher)) => watcher.changed().await,
-        Err(e) if e.is_no_node() => {
-            let (stat, watcher) = conn
-                .call(dir, |c| async move { c.check_and_watch_stat(dir).await })
-                .await?;
-            if stat.is_some() {
-                // Made between the two calls: look at it now.
-                return Ok(());
+/// Arms a watch on the proposals under `dir` (on `dir` itself while it is missing), then
+/// reads the leader's id: any change after the read fires the watch.
+async fn watch_leader(conn: &ZkConn, dir: &str) -> Result<(String, OneshotWatcher)> {
+    loop {
+        match conn
+            .call(dir, |c| async move { c.get_and_watch_children(dir).await })
+            .await
+        {
+            Ok((mut children, _, watcher)) => {
+                children.sort();
+                return Ok((first_id(conn, dir, children).await?, watcher));
             }
-            watcher.changed().await
+            Err(e) if e.is_no_node() => {
+                let (stat, watcher) = conn
+                    .call(dir, |c| async move { c.check_and_watch_stat(dir).await })
+                    .await?;
+                if stat.is_none() {
+                    return Ok((String::new(), watcher));
+                }
+                // Made between the two calls: watch its proposals instead.
+            }
+            Err(e) => return Err(e),
         }
-        Err(e) => return Err(e),
-    };
-    session_end(&event, dir).map_or(Ok(()), Err)
+    }
 }
 
-/// Cancels `leading` once the leader's `node` is gone: deleted, or its session ended
-/// (`gone`). Connection trouble inside the session does not end leadership.
+/// Cancels `leading` once the leader's `node` (created at zxid `token`) is gone (deleted,
+/// or replaced) or the entry is `lost` (its session ended, or its connection stayed down
+/// past the suspension limit). Shorter connection trouble does not end leadership.
 async fn watch_leadership(
     conn: ZkConn,
     node: String,
-    gone: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    token: u64,
+    lost: CancellationToken,
     leading: CancellationToken,
 ) {
     let n = node.as_str();
-    while !gone.load(Ordering::Relaxed) {
-        match conn
-            .call(n, |c| async move { c.check_and_watch_stat(n).await })
-            .await
-        {
-            Ok((Some(_), watcher)) => {
-                tokio::select! {
-                    _ = leading.cancelled() => return,
-                    ev = watcher.changed() => if ev.event_type == EventType::NodeDeleted
-                        || ev.session_state.is_terminated()
-                    {
-                        break;
-                    },
+    let gone = async {
+        loop {
+            match conn
+                .call(n, |c| async move { c.check_and_watch_stat(n).await })
+                .await
+            {
+                // A node of the same name created since is not our proposal.
+                Ok((Some(s), watcher)) if u64::try_from(s.czxid).ok() == Some(token) => {
+                    let ev = watcher.changed().await;
+                    if ev.event_type == EventType::NodeDeleted || ev.session_state.is_terminated() {
+                        return;
+                    }
                 }
-            }
-            Ok((None, _)) => break,
-            Err(_) => {
-                tokio::select! {
-                    _ = leading.cancelled() => return,
-                    _ = tokio::time::sleep(RETRY_PAUSE) => {}
-                }
+                Ok(_) => return,
+                Err(_) => tokio::time::sleep(RETRY_PAUSE).await,
             }
         }
+    };
+    tokio::select! {
+        _ = leading.cancelled() => return,
+        _ = lost.cancelled() => {}
+        _ = gone => {}
     }
-    tracing::info!(%node, "leadership lost: the proposal is gone");
+    tracing::info!(%node, "leadership lost: the proposal is gone or its connection was down too long");
     leading.cancel();
 }
 
@@ -146,6 +158,7 @@ impl LeaderParticipation for ZkElection {
         tokio::spawn(watch_leadership(
             self.conn.clone(),
             entry.node.clone(),
+            entry.token,
             entry.lost.clone(),
             leading.clone(),
         ));
@@ -169,19 +182,31 @@ impl LeaderParticipation for ZkElection {
 
     async fn wait_for_new_leader(&self) -> Result<WatchStream<String>> {
         let (conn, dir) = (self.conn.clone(), self.dir.clone());
-        let first = leader_id(&conn, &dir).await?;
+        // Every read of the leader comes after arming the watch the next change waits on,
+        // so nothing between a read and the next wait goes unseen.
+        let (first, watcher) = watch_leader(&conn, &dir).await?;
+        let armed = Arc::new(StdMutex::new(Some(watcher)));
         let changes =
-            futures::stream::unfold((conn.clone(), dir.clone()), |(conn, dir)| async move {
-                let r = next_change(&conn, &dir).await;
-                Some((r, (conn, dir)))
+            futures::stream::unfold((armed.clone(), dir.clone()), |(armed, dir)| async move {
+                let watcher = armed.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let r = match watcher {
+                    Some(w) => session_end(&w.changed().await, &dir).map_or(Ok(()), Err),
+                    // The last read failed (and ended the stream): nothing is armed.
+                    None => Err(TopoError::Interrupted(dir.clone())),
+                };
+                Some((r, (armed, dir)))
             });
         Ok(leader_stream(
             &self.dir,
             first,
             Box::pin(changes),
             move || {
-                let (conn, dir) = (conn.clone(), dir.clone());
-                async move { leader_id(&conn, &dir).await }
+                let (conn, dir, armed) = (conn.clone(), dir.clone(), armed.clone());
+                async move {
+                    let (id, watcher) = watch_leader(&conn, &dir).await?;
+                    *armed.lock().unwrap_or_else(|e| e.into_inner()) = Some(watcher);
+                    Ok(id)
+                }
             },
         ))
     }

@@ -3,6 +3,29 @@
 use topo_core::TopoError;
 use zookeeper_client::Error;
 
+/// Whether `err` says the connection failed under a call (the client reconnects within the
+/// session): a read may be made again.
+pub(crate) fn connection_lost(err: &Error) -> bool {
+    matches!(err, Error::ConnectionLoss | Error::Custom(_))
+}
+
+/// Whether a write that failed with `err` may have been applied all the same: its request
+/// may have reached the server before the connection failed or the answer timed out.
+pub(crate) fn outcome_unknown(err: &Error) -> bool {
+    connection_lost(err)
+        || matches!(
+            err,
+            Error::Timeout | Error::SessionMoved | Error::UnexpectedError(_)
+        )
+}
+
+/// The error for a write about `what` that may or may not have been applied (`why`).
+pub(crate) fn unknown(what: &str, why: impl std::fmt::Display) -> TopoError {
+    TopoError::OutcomeUnknown(format!(
+        "{what}: the write may or may not have been applied ({why})"
+    ))
+}
+
 /// Converts a ZooKeeper error met while working on `path`.
 pub(crate) fn convert(err: Error, path: &str) -> TopoError {
     match err {
@@ -37,5 +60,14 @@ mod tests {
         assert!(convert(Error::NoAuth, "/k")
             .to_string()
             .contains("not authorized"));
+    }
+
+    #[test]
+    fn lost_answers_are_unknown_outcomes() {
+        assert!(outcome_unknown(&Error::ConnectionLoss));
+        assert!(outcome_unknown(&Error::Timeout));
+        assert!(!outcome_unknown(&Error::BadVersion));
+        assert!(!outcome_unknown(&Error::NoNode));
+        assert!(unknown("/k", "timed out").is(ErrorKind::OutcomeUnknown));
     }
 }

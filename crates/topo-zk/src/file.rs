@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use topo_core::{path, Fence, KvInfo, Result, TopoError, Version};
-use zookeeper_client::{MultiWriteResult, MultiWriter, Permission};
+use zookeeper_client::{MultiWriteResult, MultiWriter, Permission, Stat};
 
-use crate::error::convert;
+use crate::error::{convert, outcome_unknown, unknown};
 use crate::ZkConn;
 
 /// A leaf znode found by a tree walk: key, data, version.
@@ -113,21 +113,7 @@ impl ZkConn {
     ) -> Result<Version> {
         let want = expected(version_);
         let r = match (fence, want) {
-            // Writing the same bytes again is harmless: retried when the connection drops.
-            (None, None) => {
-                self.call(
-                    key,
-                    |c| async move { c.set_data(key, contents, None).await },
-                )
-                .await
-            }
-            (None, Some(_)) => {
-                self.call_once(
-                    key,
-                    |c| async move { c.set_data(key, contents, want).await },
-                )
-                .await
-            }
+            (None, _) => self.set_data(key, contents, want).await,
             (Some(f), _) => self
                 .multi(f, key, |w| w.add_set_data(key, contents, want))
                 .await
@@ -146,6 +132,46 @@ impl ZkConn {
                 self.create_key(fence, key, contents).await
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `contents` to `key`, if its version is `version` when given, once. A lost
+    /// answer is resolved by reading the node back, never by writing again blindly (the
+    /// write may have been applied and followed by another, which a second copy would
+    /// undo). Unconditional, it was applied if the node holds our bytes, and the outcome
+    /// is unknown otherwise. Conditional: still at `version`, it was not applied and is
+    /// sent again (still conditional, so a late copy cannot apply twice); one version on
+    /// with our bytes, it was applied; one version on with other bytes, another write won
+    /// (`BadVersion`); further on, the outcome is unknown.
+    async fn set_data(&self, key: &str, contents: &[u8], version: Option<i32>) -> Result<Stat> {
+        let limit = self.options().remote_operation_timeout;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let client = self.client().await?;
+            let sent = client.set_data(key, contents, version);
+            let why = match tokio::time::timeout_at(deadline, sent).await {
+                Ok(Ok(stat)) => return Ok(stat),
+                Ok(Err(e)) if !outcome_unknown(&e) => return Err(convert(e, key)),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {limit:?}"),
+            };
+            drop(client);
+            tracing::debug!(%key, %why, "the answer to a write was lost; reading it back");
+            let (data, stat) = match self
+                .call(key, |c| async move { c.get_data(key).await })
+                .await
+            {
+                Ok(read) => read,
+                Err(e) => return Err(unknown(key, format!("{why}; then reading back: {e}"))),
+            };
+            let ours = data == contents;
+            match version.map(|v| stat.version.checked_sub(v)) {
+                None if ours => return Ok(stat),
+                Some(Some(0)) if tokio::time::Instant::now() < deadline => continue,
+                Some(Some(1)) if ours => return Ok(stat),
+                Some(Some(1)) => return Err(TopoError::BadVersion(key.to_string())),
+                _ => return Err(unknown(key, why)),
+            }
         }
     }
 

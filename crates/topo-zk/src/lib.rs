@@ -26,6 +26,42 @@
 //! - A lock call dropped mid-way removes its node; `close()` ends the session (releasing
 //!   locks at once).
 //!
+//! ## Guarantees
+//! - **Locks.** A lock is held while its node, the lowest of the queue, exists with the
+//!   creation zxid it was made with; a node of the same name made later (after the queue
+//!   directory was removed and made again) is someone else's. `check()` reports
+//!   `LockLost` once the node is gone or replaced, once the session ended, and once the
+//!   connection has been down for a third of the negotiated session timeout (counted from
+//!   when the client noticed, at most 0.45 of the timeout after the last answer): the
+//!   server expires a silent session after the timeout, while the client library learns
+//!   of the expiry only at 1.4 times it, so without this a holder could go on believing
+//!   in a lock already given to another. A lock given up that way has its node deleted
+//!   as soon as the connection is back. `try_lock` never waits: when its node is not the first, it
+//!   removes it and answers `NodeExists`. A lock call that times out or is dropped
+//!   deletes its node in the background; `close()` waits for such clean-ups, then for the
+//!   server to confirm the end of the session, so a process that exits right after leaves
+//!   no node behind.
+//! - **Fencing.** The fencing token is the lock node's creation zxid. Fenced writes are
+//!   multi-ops checking that the lock node is still there, after a read that its creation
+//!   zxid is the token (ZooKeeper's check op compares data versions only; see
+//!   `file.rs`).
+//! - **Writes.** A write is sent once. When its answer is lost (the connection fails or
+//!   the time runs out after the request left), an update reads the node back: holding
+//!   our bytes (one version on, for a compare-and-set) it was applied; a compare-and-set
+//!   still at its expected version was not, and is sent again (still conditional, so it
+//!   cannot apply twice). Anything else, and a lost answer to a create, delete or fenced
+//!   write, is `OutcomeUnknown`: never a blind second write that could undo a later one.
+//! - **Elections.** The lowest proposal leads. Leadership ends (the token is cancelled)
+//!   when the proposal is deleted or replaced, when the session ends, and when the
+//!   connection has been down for a third of the session timeout, before the server can
+//!   expire the session and let another participant lead. `wait_for_new_leader` arms its
+//!   child watch before each read of the leader, so no change goes unseen.
+//! - **Recursive watches** are persistent watches that the client re-adds after a
+//!   reconnect; since the server does not replay what changed meanwhile, the tree is read
+//!   again and the differences (creations, updates, deletions) are reported. Events carry
+//!   no data, so each changed file is read after its last event, and files are reported
+//!   in the order of their last events.
+//!
 //! ## Layout
 //! Along Vitess's zk2topo files: `lib` (options, factory, the `Conn` implementation),
 //! `client` (session and bounded calls), `file`, `directory`, `lock`, `election`, `watch`,
@@ -383,7 +419,7 @@ impl Conn for ZkConn {
 
     async fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
-        self.session.close();
+        self.session.close().await;
     }
 
     fn value_limit(&self) -> Option<ValueLimit> {

@@ -1,20 +1,23 @@
 //! Locks (Vitess's `lock.go`): queues of ephemeral sequential znodes `<dir>/locks/<seq>`
 //! holding the lock contents. The lowest sequence holds; each waiter watches only its
 //! immediate predecessor. An entry lives as long as the session: when the session expires
-//! the entry is gone and the holder's `check()` says so at once.
+//! the entry is gone and the holder's `check()` says so at once. An entry is given up as
+//! well once the connection has been down for [`SUSPENSION_LIMIT`] of the session timeout
+//! (the server may expire the session well before this client learns of it), and so is a
+//! node of the same name that is not the one we created (another creation zxid).
 //!
 //! The fencing token is the lock node's creation zxid rather than its sequence number:
 //! sequences restart when the emptied `locks` directory is removed (as Vitess's unlock does)
 //! and made again, zxids only grow.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use topo_core::{path, ErrorKind, Fence, LockDescriptor, LockGuard, Result, TopoError};
-use zookeeper_client::{CreateMode, CreateOptions, MultiWriteResult, Stat};
+use zookeeper_client::{
+    CreateMode, CreateOptions, MultiWriteResult, SessionState, Stat, StateWatcher,
+};
 
 use crate::error::convert;
 use crate::ZkConn;
@@ -22,6 +25,13 @@ use crate::ZkConn;
 /// How long a waiter waits for its predecessor's deletion event before looking again
 /// (a safety net: the event normally comes first).
 const RECHECK: Duration = Duration::from_secs(5);
+
+/// The share of the negotiated session timeout a connection may stay down before its
+/// locks and leadership count as lost. The server expires a silent session after the
+/// timeout, counted from the last request it got; the client notices silence only after
+/// 2/5 of the timeout (and declares the session expired itself only at 7/5), so a third
+/// from the disconnection still ends before the server can give the lock to another.
+const SUSPENSION_LIMIT: (u32, u32) = (1, 3);
 
 /// How a lock call behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,9 +52,11 @@ pub(crate) struct QueueEntry {
     queue: String,
     /// The entry's znode.
     pub(crate) node: String,
-    token: u64,
-    /// Set once the session that owns the node has ended (the node is gone with it).
-    pub(crate) lost: Arc<AtomicBool>,
+    /// The node's creation zxid (the fencing token).
+    pub(crate) token: u64,
+    /// Cancelled once the entry is lost: its session ended (the node went with it), or the
+    /// connection stayed down past the suspension limit (the node is then deleted).
+    pub(crate) lost: CancellationToken,
     stop: CancellationToken,
     released: bool,
     /// Created together with its queue directory: the only entry, so the first.
@@ -61,22 +73,23 @@ impl QueueEntry {
         queue_exists: bool,
     ) -> Result<Self> {
         let created = create_node(conn, queue, contents, queue_exists).await?;
-        let lost = Arc::new(AtomicBool::new(false));
+        let lost = CancellationToken::new();
         let stop = CancellationToken::new();
-        // The entry is gone for good when its session ends. (The task holds no client,
-        // which would keep a closed connection's session alive.)
-        let mut states = conn.client().await?.state_watcher();
-        let (flag, token) = (lost.clone(), stop.clone());
+        // The task follows the session through a state watcher, not a client, which would
+        // keep a closed connection's session alive; it ends when the entry is released.
+        let client = conn.client().await?;
+        let (num, den) = SUSPENSION_LIMIT;
+        let limit = client.session_timeout() * num / den;
+        let states = client.state_watcher();
+        drop(client);
+        let ended = follow_session(states, limit, lost.clone(), stop.clone());
+        let (c, node) = (conn.clone(), created.node.clone());
         tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = token.cancelled() => return,
-                    state = states.changed() => if state.is_terminated() {
-                        tracing::warn!(?state, "ZooKeeper session ended: its locks and proposals are gone");
-                        flag.store(true, Ordering::Relaxed);
-                        return;
-                    },
-                }
+            if ended.await == Ended::Suspended {
+                // Nobody may rely on this entry any more: out of the queue with it, or it
+                // would block the others once the connection is back.
+                c.forget(&node);
+                c.clean_up(&node);
             }
         });
         Ok(QueueEntry {
@@ -109,43 +122,66 @@ impl QueueEntry {
         Ok(children)
     }
 
+    /// Whether this entry is the queue's first now (`None`: it is not in the queue), and
+    /// its predecessor otherwise.
+    async fn place(&self) -> Result<Option<Option<String>>> {
+        if self.alone {
+            return Ok(Some(None));
+        }
+        let children = Self::queue(&self.conn, &self.queue).await?;
+        Ok(children
+            .iter()
+            .position(|c| c == self.name())
+            .map(|pos| pos.checked_sub(1).map(|p| children[p].clone())))
+    }
+
+    /// Whether this entry is the queue's first, without waiting.
+    pub(crate) async fn is_first(&self, what: &str) -> Result<bool> {
+        match self.place().await? {
+            Some(pred) => Ok(pred.is_none()),
+            None => Err(TopoError::LockLost(what.to_string())),
+        }
+    }
+
     /// Waits until this entry is the queue's first, watching only its predecessor.
     pub(crate) async fn wait_first(&self, what: &str) -> Result<()> {
         loop {
-            if self.lost.load(Ordering::Relaxed) {
+            if self.lost.is_cancelled() {
                 return Err(TopoError::LockLost(what.to_string()));
             }
-            if self.alone {
-                return Ok(());
-            }
-            let children = Self::queue(&self.conn, &self.queue).await?;
-            let Some(pos) = children.iter().position(|c| c == self.name()) else {
+            let Some(pred) = self.place().await? else {
                 return Err(TopoError::LockLost(what.to_string()));
             };
-            if pos == 0 {
+            let Some(pred) = pred else {
                 return Ok(());
-            }
-            let pred = format!("{}/{}", self.queue, children[pos - 1]);
+            };
+            let pred = format!("{}/{pred}", self.queue);
             let p = pred.as_str();
             let (stat, watcher) = self
                 .conn
                 .call(p, |c| async move { c.check_and_watch_stat(p).await })
                 .await?;
             if stat.is_some() {
-                // Deleted, or the session's state changed (then the loop looks again).
-                let _ = tokio::time::timeout(RECHECK, watcher.changed()).await;
+                // Deleted, the session's state changed, or this entry lost (then the loop
+                // looks again).
+                tokio::select! {
+                    _ = self.lost.cancelled() => {}
+                    _ = tokio::time::timeout(RECHECK, watcher.changed()) => {}
+                }
             }
         }
     }
 
-    /// Whether the node still exists.
+    /// Whether the node still exists and is the one we created (a node of the same name
+    /// made after the queue directory was removed and made again has another creation
+    /// zxid).
     pub(crate) async fn exists(&self) -> Result<bool> {
         let n = self.node.as_str();
         Ok(self
             .conn
             .call(n, |c| async move { c.check_stat(n).await })
             .await?
-            .is_some())
+            .is_some_and(|s| u64::try_from(s.czxid).ok() == Some(self.token)))
     }
 
     /// Marks the entry as going: no more session tracking, no deletion on drop.
@@ -158,16 +194,35 @@ impl QueueEntry {
     /// After a failed deletion whose outcome is unknown (a timeout, a lost connection),
     /// keeps trying in the background: the session lives on, and so would the node.
     fn retry_in_background(&self, e: TopoError) -> TopoError {
-        if e.is_retryable() {
-            let (conn, node) = (self.conn.clone(), self.node.clone());
-            tokio::spawn(async move { delete_quietly(&conn, &node).await });
+        if e.is_retryable() || e.is(ErrorKind::OutcomeUnknown) {
+            self.conn.clean_up(&self.node);
         }
         e
     }
 
-    /// Deletes the node; true when it still existed.
+    /// Deletes the node; true when it still existed (as ours).
     pub(crate) async fn remove(&mut self) -> Result<bool> {
+        if !self.ours_to_remove().await? {
+            return Ok(false);
+        }
+        self.remove_node().await
+    }
+
+    /// Releases the entry; true when its node is still there to delete, false when it is
+    /// gone or another's (then it is left alone).
+    async fn ours_to_remove(&mut self) -> Result<bool> {
+        let lost = self.lost.is_cancelled();
+        let exists = self.exists().await;
         self.release();
+        if lost {
+            // Gone with the session, or being deleted after the suspension.
+            return Ok(false);
+        }
+        exists.map_err(|e| self.retry_in_background(e))
+    }
+
+    /// Deletes the node of a released entry; true when it still existed.
+    async fn remove_node(&mut self) -> Result<bool> {
         // Once only: after a retry, NoNode could not tell "we deleted it" from "it was gone".
         let n = self.node.as_str();
         match self
@@ -185,7 +240,9 @@ impl QueueEntry {
     /// that leaves empty (as Vitess's unlock does); true when the node still existed. The
     /// node and the queue go in one multi-op when nobody else queues.
     pub(crate) async fn remove_with_queue(&mut self) -> Result<bool> {
-        self.release();
+        if !self.ours_to_remove().await? {
+            return Ok(false);
+        }
         let client = self.conn.client().await?;
         let mut w = client.new_multi_writer();
         w.add_delete(&self.node, None)
@@ -205,7 +262,7 @@ impl QueueEntry {
                 self.conn.remove_empty_parents(&self.queue).await;
                 Ok(true)
             }
-            Err(e) if e.is(ErrorKind::NodeNotEmpty) => self.remove().await,
+            Err(e) if e.is(ErrorKind::NodeNotEmpty) => self.remove_node().await,
             Err(e) if e.is_no_node() => {
                 self.conn.remove_empty_parents(&self.node).await;
                 Ok(false)
@@ -221,10 +278,57 @@ impl Drop for QueueEntry {
             return;
         }
         self.release();
-        let (conn, node) = (self.conn.clone(), self.node.clone());
-        if let Ok(h) = tokio::runtime::Handle::try_current() {
-            h.spawn(async move { delete_quietly(&conn, &node).await });
+        self.conn.clean_up(&self.node);
+    }
+}
+
+/// How [`follow_session`] ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// The entry was released.
+    Released,
+    /// The session ended: the node is gone with it.
+    Terminated,
+    /// The connection stayed down past the suspension limit: the node may live on.
+    Suspended,
+}
+
+/// Follows the session of an entry until it is released (`stop`), cancelling `lost` once
+/// the session ends or the connection stays down for longer than `limit`.
+async fn follow_session(
+    mut states: StateWatcher,
+    limit: Duration,
+    lost: CancellationToken,
+    stop: CancellationToken,
+) -> Ended {
+    let mut state = states.peek_state();
+    loop {
+        if state.is_terminated() {
+            tracing::warn!(
+                ?state,
+                "ZooKeeper session ended: its locks and proposals are gone"
+            );
+            lost.cancel();
+            return Ended::Terminated;
         }
+        let next = async {
+            if state == SessionState::Disconnected {
+                tokio::time::timeout(limit, states.changed()).await.ok()
+            } else {
+                Some(states.changed().await)
+            }
+        };
+        state = tokio::select! {
+            _ = stop.cancelled() => return Ended::Released,
+            next = next => match next {
+                Some(s) => s,
+                None => {
+                    tracing::warn!(?limit, "ZooKeeper connection down for too long: giving up its locks and leadership before the session may expire");
+                    lost.cancel();
+                    return Ended::Suspended;
+                }
+            },
+        };
     }
 }
 
@@ -252,6 +356,18 @@ impl ZkConn {
             .contains(node)
     }
 
+    /// Deletes queue node `node`, which nobody uses any more, in the background; `close()`
+    /// waits for it.
+    fn clean_up(&self, node: &str) {
+        let Ok(h) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (conn, node) = (self.clone(), node.to_string());
+        self.session()
+            .cleanups
+            .spawn_on(async move { delete_quietly(&conn, &node).await }, &h);
+    }
+
     /// Records that no live entry owns `node` any more.
     fn forget(&self, node: &str) {
         self.session()
@@ -274,7 +390,8 @@ async fn create_node(
 ) -> Result<Created> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (c, q, data) = (conn.clone(), queue.to_string(), contents.to_vec());
-    tokio::spawn(async move {
+    // Tracked as a clean-up: `close()` waits for the outcome, and for the deletion.
+    conn.session().cleanups.spawn(async move {
         let created = create_registered(&c, &q, &data, queue_exists).await;
         if let Err(Ok(Created { node, .. })) = tx.send(created) {
             c.forget(&node);
@@ -343,7 +460,7 @@ async fn create_registered(
                 }
             }
             Err(e) => {
-                if e.is_retryable() {
+                if e.is_retryable() || e.is(ErrorKind::OutcomeUnknown) {
                     if let Err(hunt) = remove_orphans(conn, queue, contents).await {
                         tracing::warn!(%queue, "looking for a lock node whose creation answer was lost: {hunt}");
                     }
@@ -443,7 +560,16 @@ pub(crate) async fn lock(
             "lock already exists at path {rel_dir}"
         )));
     }
-    let entry = QueueEntry::enqueue(conn, &locks, contents.as_bytes(), queue_exists).await?;
+    let mut entry = QueueEntry::enqueue(conn, &locks, contents.as_bytes(), queue_exists).await?;
+    if kind == Kind::Try && !entry.is_first(&rel_dir).await? {
+        // Another got in between the look at the queue and our node: a try never waits.
+        if let Err(e) = entry.remove().await {
+            tracing::warn!(dir = %rel_dir, "removing the node of a failed try_lock: {e}");
+        }
+        return Err(TopoError::NodeExists(format!(
+            "lock already exists at path {rel_dir}"
+        )));
+    }
     // Dropping this future while it waits drops the entry, which deletes its node.
     entry.wait_first(&rel_dir).await?;
     Ok(Box::new(ZkLock {
@@ -486,7 +612,7 @@ impl LockDescriptor for ZkLock {
         Fence::new(self.dir.clone(), self.entry.node.clone(), self.entry.token)
     }
     async fn check(&self) -> Result<()> {
-        if self.entry.lost.load(Ordering::Relaxed) {
+        if self.entry.lost.is_cancelled() {
             return Err(self.lost());
         }
         match self.entry.exists().await {

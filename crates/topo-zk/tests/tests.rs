@@ -3,6 +3,7 @@
 //! compatibility with Vitess's layout.
 
 mod faults;
+mod safety;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
