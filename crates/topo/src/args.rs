@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 
 /// Parses a Go-style duration: `45s`, `1m30s`, `500ms`, `2h`; a bare number is seconds.
@@ -787,6 +788,9 @@ pub(crate) enum Command {
         /// whole restore.
         #[arg(long = "skip-too-large", alias = "skip_too_large")]
         skip_too_large: bool,
+        /// Writes in flight at once.
+        #[arg(long, default_value_t = toposphere::copy::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..).map(usize::from))]
+        concurrency: usize,
         /// Backup file.
         file: PathBuf,
     },
@@ -945,10 +949,6 @@ pub(crate) struct RulesArgs {
     /// Check and print, do not save.
     #[arg(long = "dry-run", alias = "dry_run")]
     pub(crate) dry_run: bool,
-    /// Leave out records over the target's size limit (listed) instead of refusing the
-    /// whole copy.
-    #[arg(long = "skip-too-large", alias = "skip_too_large")]
-    pub(crate) skip_too_large: bool,
 }
 
 /// topo2topo's arguments (Vitess's flags, both spellings).
@@ -982,6 +982,9 @@ pub(crate) struct Topo2TopoArgs {
     /// whole copy.
     #[arg(long = "skip-too-large", alias = "skip_too_large")]
     pub(crate) skip_too_large: bool,
+    /// Reads and writes in flight at once.
+    #[arg(long, default_value_t = toposphere::copy::DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..).map(usize::from))]
+    pub(crate) concurrency: usize,
     /// Copy keyspaces (and VSchemas).
     #[arg(long = "do-keyspaces", alias = "do_keyspaces")]
     pub(crate) do_keyspaces: bool,

@@ -166,7 +166,10 @@ fn restore_and_topo2topo_check_sizes_before_writing() {
     // Limits apply to writes: read with the roomy store's flag off, the target keeps the
     // default limit.
     let err = fails(d, &to);
-    assert!(err.contains("keyspaces/ks/VSchema (2000000 bytes)"), "{err}");
+    assert!(
+        err.contains("keyspaces/ks/VSchema (2000000 bytes)"),
+        "{err}"
+    );
     let copied = ["--topo-global-server-address", "copy.db", "GetKeyspaces"];
     assert!(
         !ok(d, &copied).contains("ks"),

@@ -7,7 +7,8 @@
 
 use std::collections::BTreeSet;
 
-use topo_core::{Result, TopoError, ValueLimit};
+use futures::StreamExt;
+use topo_core::{Conn, Result, TopoError, ValueLimit};
 use topo_proto::json::{message_type_for_path, to_json, JsonForm};
 
 use crate::{paths, Server, GLOBAL_CELL};
@@ -214,6 +215,8 @@ pub struct CopyOptions {
     pub dry_run: bool,
     /// Leave out records over the destination's value limit instead of refusing the copy.
     pub skip_too_large: bool,
+    /// Reads and writes in flight at once (0 means [`DEFAULT_CONCURRENCY`]).
+    pub concurrency: usize,
 }
 
 /// Checks the sizes of values about to be written to a topology whose limit is `limit`,
@@ -252,6 +255,62 @@ pub fn check_sizes<L: std::fmt::Display>(
     )))
 }
 
+/// How many writes (or reads) a bulk operation keeps in flight by default: enough to fill
+/// an etcd or ZooKeeper pipeline on one host, few enough not to crowd out other clients.
+pub const DEFAULT_CONCURRENCY: usize = 32;
+
+/// Writes every `(path, bytes)` of `items` to `conn` unconditionally, `concurrency` at a
+/// time, calling `on_written` after each. Stops at the first error (other writes already in
+/// flight finish); what was written before stays.
+///
+/// # Errors
+/// The first write error (backend errors name the path).
+pub async fn write_all(
+    conn: &dyn Conn,
+    items: &[(String, Vec<u8>)],
+    concurrency: usize,
+    on_written: &(dyn Fn(&str) + Sync),
+) -> Result<()> {
+    let mut writes = futures::stream::iter(items)
+        .map(|(path, bytes)| async move {
+            conn.update(path, bytes, None).await?;
+            on_written(path);
+            Ok::<(), TopoError>(())
+        })
+        .buffer_unordered(concurrency.max(1));
+    while let Some(r) = writes.next().await {
+        r?;
+    }
+    Ok(())
+}
+
+/// Reads every `(path, bytes)` of `items` back from `conn`, `concurrency` at a time.
+///
+/// # Errors
+/// `FailedPrecondition` naming the first path that reads back differently; read errors.
+pub async fn verify_all(
+    conn: &dyn Conn,
+    label: &str,
+    items: &[(String, Vec<u8>)],
+    concurrency: usize,
+) -> Result<()> {
+    let mut reads = futures::stream::iter(items)
+        .map(|(path, bytes)| async move {
+            let (got, _) = conn.get(path).await?;
+            if &got != bytes {
+                return Err(TopoError::precondition(format!(
+                    "{label}:{path} reads back differently than written"
+                )));
+            }
+            Ok(())
+        })
+        .buffer_unordered(concurrency.max(1));
+    while let Some(r) = reads.next().await {
+        r?;
+    }
+    Ok(())
+}
+
 /// Copies every record of `kinds` from `from` to `to`. Every record is read and checked
 /// against the destination's value limit before the first write. `on_record` is called
 /// once per record written or found unchanged (for progress).
@@ -267,40 +326,74 @@ pub async fn copy(
     options: CopyOptions,
     on_record: &(dyn Fn(&RecordRef) + Sync),
 ) -> Result<CopySummary> {
-    let mut records = Vec::new();
+    let concurrency = match options.concurrency {
+        0 => DEFAULT_CONCURRENCY,
+        n => n,
+    };
+    // Read everything first: sizes are checked before the first write.
+    let mut by_kind = Vec::new();
     for kind in RecordKind::ALL.iter().filter(|k| kinds.contains(k)) {
-        for r in list_records(from, *kind).await? {
-            let bytes = from.conn_for_cell(&r.cell).await?.get(&r.path).await?.0;
-            records.push((r, bytes));
-        }
+        let refs = list_records(from, *kind).await?;
+        let records: Vec<(RecordRef, Vec<u8>)> = futures::stream::iter(refs)
+            .map(|r| async move {
+                let bytes = from.conn_for_cell(&r.cell).await?.get(&r.path).await?.0;
+                Ok::<_, TopoError>((r, bytes))
+            })
+            .buffered(concurrency)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
+        by_kind.push((*kind, records));
     }
     let skipped = check_sizes(
         to.global().value_limit(),
-        records.iter().map(|(r, b)| (r.clone(), b.len())),
+        by_kind
+            .iter()
+            .flat_map(|(_, rs)| rs.iter().map(|(r, b)| (r.clone(), b.len()))),
         options.skip_too_large,
     )?;
     let mut summary = CopySummary::default();
-    for (r, bytes) in records {
-        if skipped.contains(&r) {
-            continue;
+    // Kind by kind, in order: a cell's records need its CellInfo in the destination.
+    for (kind, records) in by_kind {
+        let records: Vec<_> = records
+            .into_iter()
+            .filter(|(r, _)| !skipped.contains(r))
+            .collect();
+        let cells: BTreeSet<&str> = records.iter().map(|(r, _)| r.cell.as_str()).collect();
+        let mut dests = std::collections::HashMap::new();
+        for cell in cells {
+            let dest = to.conn_for_cell(cell).await.map_err(|e| {
+                TopoError::precondition(format!("destination has no cell {cell}: {e}"))
+            })?;
+            dests.insert(cell.to_string(), dest);
         }
-        let dest = to.conn_for_cell(&r.cell).await.map_err(|e| {
-            TopoError::precondition(format!("destination has no cell {} for {r}: {e}", r.cell))
-        })?;
-        match dest.get(&r.path).await {
-            Ok((existing, _)) if existing == bytes => summary.unchanged += 1,
-            Ok(_) | Err(TopoError::NoNode(_)) => {
-                if !options.dry_run {
-                    dest.update(&r.path, &bytes, None).await?;
+        let dests = &dests;
+        let mut results = futures::stream::iter(&records)
+            .map(|(r, bytes)| async move {
+                let dest = &dests[&r.cell];
+                let same = match dest.get(&r.path).await {
+                    Ok((existing, _)) => existing == *bytes,
+                    Err(TopoError::NoNode(_)) => false,
+                    Err(e) => return Err(e),
+                };
+                if !same && !options.dry_run {
+                    dest.update(&r.path, bytes, None).await?;
                 }
+                on_record(r);
+                Ok(same)
+            })
+            .buffer_unordered(concurrency);
+        while let Some(same) = results.next().await {
+            if same? {
+                summary.unchanged += 1;
+            } else {
                 summary.copied += 1;
             }
-            Err(e) => return Err(e),
         }
-        on_record(&r);
+        tracing::info!(kind = kind.name(), "copied");
     }
     summary.skipped = skipped;
-    tracing::info!(copied = summary.copied, "copy done");
     Ok(summary)
 }
 

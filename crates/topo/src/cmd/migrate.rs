@@ -10,7 +10,9 @@ use topo_core::{Conn, Result, TopoError};
 use topo_proto::json::{message_type_for_path, to_json, JsonForm};
 use topo_proto::topodata::CellInfo;
 use topo_proto::Stored;
-use toposphere::copy::{check_sizes, compare, copy, CopyOptions, RecordKind};
+use toposphere::copy::{
+    check_sizes, compare, copy, verify_all, write_all, CopyOptions, RecordKind,
+};
 use toposphere::{Server, GLOBAL_CELL};
 
 use crate::args::{GlobalArgs, Topo2TopoArgs};
@@ -118,6 +120,7 @@ pub(crate) async fn topo2topo(ts: &Server, g: &GlobalArgs, a: Topo2TopoArgs) -> 
     let how = CopyOptions {
         dry_run: a.dry_run,
         skip_too_large: a.skip_too_large,
+        concurrency: a.concurrency,
     };
     let summary = copy(&from, &to, &kinds, how, &|r| {
         bar.inc(1);
@@ -294,6 +297,8 @@ pub(crate) struct RestoreOptions {
     pub(crate) keep_cell_addresses: bool,
     /// Leave out values over the target's limit instead of refusing.
     pub(crate) skip_too_large: bool,
+    /// Writes and reads in flight at once.
+    pub(crate) concurrency: usize,
 }
 
 pub(crate) async fn restore(
@@ -331,7 +336,8 @@ pub(crate) async fn restore(
         _ => {}
     }
     let bar = progress(total as u64, "restoring");
-    let mut written: Vec<(String, String, Vec<u8>)> = Vec::new();
+    let tick = |_: &str| bar.inc(1);
+    let mut global_items = Vec::new();
     for e in global_backup
         .entries
         .iter()
@@ -347,10 +353,12 @@ pub(crate) async fn restore(
             info.server_address = g.server_address.clone();
             bytes = info.encode();
         }
-        ts.global().update(&e.path, &bytes, None).await?;
-        written.push((GLOBAL_CELL.into(), e.path.clone(), bytes));
-        bar.inc(1);
+        global_items.push((e.path.clone(), bytes));
     }
+    write_all(ts.global().as_ref(), &global_items, how.concurrency, &tick).await?;
+    // The cells' records go through their connections, which the restored CellInfo records
+    // make reachable.
+    let mut cells = vec![(GLOBAL_CELL.to_string(), ts.global().clone(), global_items)];
     for c in b.cells.iter().filter(|c| c.cell != GLOBAL_CELL) {
         let conn = ts.conn_for_cell(&c.cell).await.map_err(|e| {
             TopoError::precondition(format!(
@@ -358,27 +366,26 @@ pub(crate) async fn restore(
                 c.cell
             ))
         })?;
-        for e in c.entries.iter().filter(|e| keep(&c.cell, &e.path)) {
-            let bytes = entry_bytes(file, &c.cell, e)?;
-            conn.update(&e.path, &bytes, None).await?;
-            written.push((c.cell.clone(), e.path.clone(), bytes));
-            bar.inc(1);
-        }
+        let items = c
+            .entries
+            .iter()
+            .filter(|e| keep(&c.cell, &e.path))
+            .map(|e| Ok((e.path.clone(), entry_bytes(file, &c.cell, e)?)))
+            .collect::<Result<Vec<_>>>()?;
+        write_all(conn.as_ref(), &items, how.concurrency, &tick).await?;
+        cells.push((c.cell.clone(), conn, items));
     }
     bar.finish_and_clear();
     report_skipped(&skipped);
     // Read everything back: the restore is done only when the topology equals the archive.
-    for (cell, path, bytes) in &written {
-        let (got, _) = ts.conn_for_cell(cell).await?.get(path).await?;
-        if &got != bytes {
-            return Err(TopoError::precondition(format!(
-                "restored {cell}:{path} reads back differently"
-            )));
-        }
+    let mut written = 0;
+    for (cell, conn, items) in &cells {
+        verify_all(conn.as_ref(), cell, items, how.concurrency).await?;
+        written += items.len();
     }
     crate::out!(
         "Restored and verified {} keys in {} cells from {}",
-        written.len(),
+        written,
         b.cells.len(),
         file.display()
     );

@@ -213,12 +213,14 @@ async fn dispatch(
             force,
             keep_cell_addresses,
             skip_too_large,
+            concurrency,
             file,
         } => {
             let how = migrate::RestoreOptions {
                 force,
                 keep_cell_addresses,
                 skip_too_large,
+                concurrency,
             };
             migrate::restore(ts, g, &file, how).await?
         }
