@@ -11,11 +11,13 @@
 //! - [`types`]: `Version`, `DirEntry`, `KvInfo`, `WatchData`, `RecursiveChange`, `Fence`.
 //! - [`watch`]: `WatchStream`, which enforces the watch contract for every backend.
 //! - [`ext`]: `ConnExt` helpers (`get_opt`, `lock_timeout`, `read_modify_write`).
+//! - [`backoff`]: `Backoff`, the shared retry pause policy.
 //! - [`error`], [`path`], [`memory`], [`wrap`].
 //!
 //! ## Feature flags
 //! - `conformance`: the shared test suite and its `conformance_tests!` macro.
 
+pub mod backoff;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod conn;
@@ -34,7 +36,7 @@ pub use ext::ConnExt;
 pub use types::{
     dir_entries, DirEntry, DirEntryType, Fence, KvInfo, RecursiveChange, Version, WatchData,
 };
-pub use watch::WatchStream;
+pub use watch::{WatchSender, WatchStream};
 
 /// The `Conn` trait object, as the typed layer holds it.
 pub type DynConn = dyn Conn;
