@@ -97,6 +97,43 @@ async fn killed_holder_frees_the_lock() {
     g.unlock().await.unwrap();
 }
 
+/// (b2) An election leader is killed with SIGKILL: another participant leads within the
+/// lock TTL + 2 s (the election entry has the lock TTL and is kept alive, not the 24 h
+/// named-lock lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_leader_frees_the_election() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let c = conn(&db);
+    let ttl = Duration::from_millis(2000);
+    let mut leader = Command::new(CHILD)
+        .args(["lead", db.to_str().unwrap(), &ttl.as_millis().to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(leader.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "leading");
+    let me = c
+        .new_leader_participation("stress", "parent")
+        .await
+        .unwrap();
+    assert_eq!(me.current_leader_id().await.unwrap(), "child");
+    // Leading for longer than the TTL: the child's entry is renewed while it lives.
+    tokio::time::sleep(ttl + Duration::from_millis(500)).await;
+    assert_eq!(me.current_leader_id().await.unwrap(), "child");
+    leader.kill().unwrap();
+    leader.wait().unwrap();
+    tokio::time::timeout(ttl + Duration::from_secs(2), me.wait_for_leadership())
+        .await
+        .expect("another participant must lead within the TTL + 2 s of the leader's death")
+        .unwrap();
+    assert_eq!(me.current_leader_id().await.unwrap(), "parent");
+    me.stop().await;
+}
+
 /// (c) A writer killed with SIGKILL mid-loop, 20 times: the file always opens and every
 /// write it acknowledged is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
