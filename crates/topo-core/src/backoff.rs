@@ -68,6 +68,11 @@ impl Backoff {
         nominal.mul_f64(spread)
     }
 
+    /// The longest pause.
+    pub fn max_delay(&self) -> Duration {
+        self.max
+    }
+
     /// Back to the first pause.
     pub fn reset(&mut self) {
         self.current = self.initial;
