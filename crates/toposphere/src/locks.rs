@@ -72,6 +72,17 @@ pub fn lock_descriptor(action: &str) -> String {
     serde_json::to_string_pretty(&d).unwrap_or_default()
 }
 
+/// The least time [`TopoLock::unlock`] allows beyond the backend's own bound on an unlock
+/// (the remote-operation timeout).
+const UNLOCK_MARGIN: Duration = Duration::from_secs(2);
+
+/// The outer bound of an unlock, given the backend's own bound `remote`: with a margin, so
+/// the backend reports its own timeout, and starts its background clean-up, before this
+/// drops the call (which would otherwise cancel it before the clean-up began).
+fn unlock_bound(remote: Duration) -> Duration {
+    remote + UNLOCK_MARGIN.max(remote / 4)
+}
+
 /// A held topology lock. Dropping it releases the lock in the background; prefer
 /// [`TopoLock::unlock`], which reports errors.
 #[derive(Debug)]
@@ -105,7 +116,8 @@ impl TopoLock {
         self.guard.check().await
     }
 
-    /// Releases the lock, bounded by the remote-operation timeout.
+    /// Releases the lock, bounded by the remote-operation timeout plus a margin (the
+    /// backend's own bound comes first).
     ///
     /// # Errors
     /// `LockLost` when it had been lost; `Timeout` when the backend did not answer.
@@ -188,7 +200,7 @@ impl Server {
         Ok(TopoLock {
             target,
             guard,
-            unlock_timeout: self.config().remote_operation_timeout,
+            unlock_timeout: unlock_bound(self.config().remote_operation_timeout),
         })
     }
 
@@ -280,6 +292,21 @@ enum Mode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unlock_bound_leaves_the_backend_a_margin() {
+        for remote in [
+            Duration::ZERO,
+            Duration::from_secs(1),
+            Duration::from_secs(15),
+        ] {
+            let bound = unlock_bound(remote);
+            assert!(
+                bound >= remote + UNLOCK_MARGIN && bound >= remote + remote / 4,
+                "{bound:?} for {remote:?}"
+            );
+        }
+    }
 
     #[test]
     fn descriptor_is_vitess_json() {
