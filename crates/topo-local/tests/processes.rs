@@ -134,6 +134,36 @@ async fn killed_leader_frees_the_election() {
     me.stop().await;
 }
 
+/// (b3) A process gives up waiting for a held lock, closes its connection and exits at
+/// once: nothing of its attempt is left, so once the holder releases, `try_lock` succeeds
+/// at the first attempt (not after the abandoned entry's TTL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_acquisition_of_an_exited_process_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let c = conn(&db);
+    c.create("/keyspaces/ks/Keyspace", b"").await.unwrap();
+    for _ in 0..3 {
+        let holder = c.lock("/keyspaces/ks", "holder").await.unwrap();
+        let out = Command::new(CHILD)
+            .args(["abandon", db.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stdout == b"closed\n",
+            "child: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        holder.unlock().await.unwrap();
+        c.try_lock("/keyspaces/ks", "after")
+            .await
+            .expect("the exited process's abandoned attempt left an entry")
+            .unlock()
+            .await
+            .unwrap();
+    }
+}
+
 /// (c) A writer killed with SIGKILL mid-loop, 20 times: the file always opens and every
 /// write it acknowledged is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
