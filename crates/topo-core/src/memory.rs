@@ -6,7 +6,9 @@
 //! one store-wide counter. Locks and election proposals are ephemeral entries under
 //! `<dir>/locks/<sequence>`, queued by sequence, exactly like the etcd layout; unlike
 //! Vitess's memorytopo, `try_lock` really fails at once while the lock is held, and locks
-//! carry fencing tokens.
+//! carry fencing tokens. Watch channels coalesce to the latest value per key, and `close()`
+//! releases the connection's locks, ends its watches and waits with `Interrupted`, and
+//! makes later calls fail with `Interrupted`.
 //!
 //! [`MemoryFactory`] makes connections by server address (one store per address) and wraps
 //! each in a [`FaultConn`] so tests can inject errors; the address [`UNREACHABLE_ADDRESS`]

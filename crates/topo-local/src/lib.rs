@@ -13,7 +13,14 @@
 //!   transaction; one poller per process reads it and feeds that process's watchers.
 //! - Locks and elections are entries under `<dir>/locks/<sequence>` tied to leases that the
 //!   owning process keeps alive; when the process dies its leases expire and its entries
-//!   stop counting (and are swept). The fencing token is the sequence.
+//!   stop counting (and are swept). The fencing token is the sequence. Named locks
+//!   carry Vitess's 24 h TTL, election entries the lock TTL (a killed leader is replaced
+//!   within it).
+//! - Watch channels coalesce (the latest value per key), so a reader that falls behind
+//!   holds bounded memory; after the change log is trimmed past a slow poller, watched
+//!   keys and subtrees are re-read and the differences sent, deletions included.
+//! - `close()` removes the connection's lock entries, ends its watches and lock waits with
+//!   `Interrupted` and waits for pending clean-ups; later calls fail with `Interrupted`.
 //!
 //! ## Layout
 //! `store` (connections, schema, change poller), `lock` (locks and leases), `error` (the
