@@ -175,7 +175,7 @@ pub trait Conn: Send + Sync + Debug + 'static {
     /// As [`Conn::lock`] but never waits behind a holder.
     ///
     /// # Errors
-    /// `NodeExists` ("lock already exists at path <dir>") at once when the lock is held or
+    /// `NodeExists` (`lock already exists at path <dir>`) at once when the lock is held or
     /// waited for; `NoNode` as `lock`.
     async fn try_lock(&self, dir: &str, contents: &str) -> Result<LockGuard>;
 

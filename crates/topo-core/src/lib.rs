@@ -4,7 +4,7 @@
 //! the error kinds of Vitess's topology service ([`TopoError`]), Go-compatible key rules
 //! ([`path`]), the in-memory reference backend ([`memory`]), connection wrappers (statistics,
 //! read-concurrency limit, read-only mode, fault injection: [`wrap`]) and the conformance
-//! suite every backend runs ([`conformance`], feature `conformance`).
+//! suite every backend runs (`conformance`, with the feature `conformance`).
 //!
 //! ## Layout
 //! - [`conn`]: the `Conn`, `LockDescriptor`, `LeaderParticipation` and `Factory` traits.
