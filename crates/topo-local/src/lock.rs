@@ -397,6 +397,9 @@ impl Drop for LocalLock {
         if self.released {
             return;
         }
+        // close() waits for this clean-up: counted before the entry leaves the list that
+        // close() removes itself, so no instant has it in neither.
+        let pending = self.life.cleanups.token();
         self.keepalive.cancel();
         self.life.entries().remove(&self.id);
         let (store, key, version, lease) = (
@@ -405,8 +408,6 @@ impl Drop for LocalLock {
             self.version,
             self.lease,
         );
-        // close() waits for this clean-up.
-        let pending = self.life.cleanups.token();
         let cleanup = move || {
             if let Err(e) = LocalLock::remove(&store, &key, version, lease) {
                 tracing::warn!(key, "releasing a dropped lock: {e}");
