@@ -293,19 +293,52 @@ enum Mode {
 mod tests {
     use super::*;
 
-    #[test]
-    fn unlock_bound_leaves_the_backend_a_margin() {
-        for remote in [
-            Duration::ZERO,
-            Duration::from_secs(1),
-            Duration::from_secs(15),
-        ] {
-            let bound = unlock_bound(remote);
-            assert!(
-                bound >= remote + UNLOCK_MARGIN && bound >= remote + remote / 4,
-                "{bound:?} for {remote:?}"
-            );
+    /// A guard whose unlock times out inside the backend (which then starts its background
+    /// clean-up): its own bound started after a first 50 ms round trip.
+    #[derive(Debug)]
+    struct SlowUnlock(Duration, std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+    #[async_trait::async_trait]
+    impl topo_core::LockDescriptor for SlowUnlock {
+        fn dir(&self) -> &str {
+            "keyspaces/ks"
         }
+        fn fencing_token(&self) -> u64 {
+            1
+        }
+        fn fence(&self) -> Fence {
+            Fence::new("keyspaces/ks", "/keyspaces/ks/locks/1", 1)
+        }
+        async fn check(&self) -> Result<()> {
+            Ok(())
+        }
+        async fn unlock(self: Box<Self>) -> Result<()> {
+            tokio::time::sleep(Duration::from_millis(50) + self.0).await;
+            self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+            Err(TopoError::Timeout("unlock inside the backend".into()))
+        }
+    }
+
+    /// The backend's own bound on an unlock fires before `TopoLock::unlock` gives up, so
+    /// the backend's answer (and clean-up) is not cut off.
+    #[tokio::test]
+    async fn unlock_outlasts_the_backends_own_bound() {
+        let remote = Duration::from_millis(300);
+        let reached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lock = TopoLock {
+            target: LockTarget::Keyspace("ks".into()),
+            guard: Box::new(SlowUnlock(remote, reached.clone())),
+            unlock_timeout: unlock_bound(remote),
+        };
+        let err = lock.unlock().await.unwrap_err();
+        assert!(
+            reached.load(std::sync::atomic::Ordering::SeqCst),
+            "the backend's unlock was dropped before its own bound: {err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "deadline exceeded: unlock inside the backend"
+        );
     }
 
     #[test]
