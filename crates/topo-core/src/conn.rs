@@ -28,7 +28,38 @@ use crate::watch::WatchStream;
 /// # Errors
 /// Each method lists the kinds it returns for the conditions of the contract; any method may
 /// also return `Timeout`, `Interrupted` or `Backend` for transport failures, and
-/// `InvalidArgument` for a path that climbs above the root.
+/// `InvalidArgument` for a path that climbs above the root. After [`Conn::close`] every
+/// call fails with `Interrupted` on every backend.
+///
+/// # Locks and elections, backend by backend
+/// A lock is an entry `<dir>/locks/<name>` in a queue; the oldest entry holds the lock.
+/// Everywhere, the holder keeps its entry alive in the background until it unlocks or drops
+/// the guard, and a crashed holder's entry goes away on its own after a bounded time:
+///
+/// | backend | entry lives while | crashed holder freed after | fencing token |
+/// |---|---|---|---|
+/// | etcd (`etcd2`) | its lease is kept alive (TTL `--topo-etcd-lease-ttl`, 30 s) | the lease TTL | the lock key's create revision |
+/// | ZooKeeper (`zk2`) | the session lives (ephemeral sequential node) | the session timeout | the lock node's creation zxid (not its sequence number, which restarts when the emptied `locks` node is removed) |
+/// | `local` | the owning process renews its lease (every third of the lock TTL, 30 s) | the lock TTL; named locks: 24 h | the entry's sequence (a store-wide version) |
+/// | `memory` | the process lives (no TTL) | never needed: one process | the entry's sequence |
+///
+/// A holder learns of a loss through [`LockDescriptor::check`] (`LockLost`), and writes made
+/// with [`LockDescriptor::fence`] are refused once the lock is lost, so a holder that lost
+/// its lock cannot overwrite the next holder's work. Fencing tokens strictly increase for
+/// successive holders of one directory.
+///
+/// Elections use the same machinery under `elections/<name>`: the oldest participant leads
+/// (etcd: lowest create revision of lease-bound keys; ZooKeeper: lowest ephemeral sequential
+/// node; local and memory: a named lock whose entry, on local, carries the lock TTL, not
+/// the 24 h named-lock lease, so a killed leader is replaced within the TTL). Leadership
+/// ends, and its token is cancelled, when the participant stops or its entry is lost.
+///
+/// # Closing
+/// [`Conn::close`] releases every lock the connection holds (etcd revokes the leases,
+/// ZooKeeper closes the session, local and memory delete the entries), removes its queued
+/// entries, ends its open watches and lock waits with `Interrupted`, and returns only once
+/// the background clean-ups of abandoned acquisitions are done, so another connection can
+/// take the locks at once. `check()` of a guard of a closed connection fails.
 #[async_trait]
 pub trait Conn: Send + Sync + Debug + 'static {
     /// The immediate children of `dir`, sorted by name.
@@ -145,7 +176,7 @@ pub trait Conn: Send + Sync + Debug + 'static {
     /// As [`Conn::lock`] but never waits behind a holder.
     ///
     /// # Errors
-    /// `NodeExists` ("lock already exists at path <dir>") at once when the lock is held or
+    /// `NodeExists` (`lock already exists at path <dir>`) at once when the lock is held or
     /// waited for; `NoNode` as `lock`.
     async fn try_lock(&self, dir: &str, contents: &str) -> Result<LockGuard>;
 
@@ -171,7 +202,9 @@ pub trait Conn: Send + Sync + Debug + 'static {
         id: &str,
     ) -> Result<Box<dyn LeaderParticipation>>;
 
-    /// Closes the connection. Later calls fail; held locks are released.
+    /// Closes the connection: held locks are released, queued lock entries removed, open
+    /// watches and lock waits end with `Interrupted`, pending clean-ups finish before it
+    /// returns, and later calls fail with `Interrupted` (see "Closing" above).
     async fn close(&self);
 
     /// The largest value this connection writes; larger creates and updates are refused
@@ -188,8 +221,8 @@ pub trait LockDescriptor: Send + Sync + Debug {
     fn dir(&self) -> &str;
 
     /// The fencing token: strictly larger for every later holder of the same directory
-    /// (etcd: the lock key's create revision; ZooKeeper: the sequence number; memory and
-    /// local: the entry's sequence).
+    /// (etcd: the lock key's create revision; ZooKeeper: the lock node's creation zxid;
+    /// memory and local: the entry's sequence).
     fn fencing_token(&self) -> u64;
 
     /// The fence for writes made under this lock (see [`Conn::create_fenced`]).

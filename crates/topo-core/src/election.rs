@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use tokio::sync::{mpsc, Mutex};
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::conn::{Conn, LeaderParticipation, LockGuard};
@@ -77,21 +76,22 @@ where
     L: FnMut() -> LF + Send + 'static,
     LF: std::future::Future<Output = Result<String>> + Send,
 {
-    let (tx, rx) = mpsc::unbounded_channel::<Result<String>>();
+    // Leader ids coalesce: a reader that falls behind sees the latest leader.
+    let (tx, stream) = WatchStream::coalescing::<()>(dir);
     tokio::spawn(async move {
         let mut last = String::new();
         let mut current = Ok(first);
         loop {
             match current {
                 Ok(id) if !id.is_empty() && id != last => {
-                    if tx.send(Ok(id.clone())).is_err() {
+                    if !tx.send((), id.clone()) {
                         return;
                     }
                     last = id;
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    let _ = tx.send(Err(e));
+                    tx.fail(e);
                     return;
                 }
             }
@@ -99,7 +99,7 @@ where
                 item = changes.next() => match item {
                     Some(Ok(())) => {}
                     Some(Err(e)) => {
-                        let _ = tx.send(Err(e));
+                        tx.fail(e);
                         return;
                     }
                     None => return,
@@ -109,7 +109,7 @@ where
             current = leader().await;
         }
     });
-    WatchStream::new(dir, UnboundedReceiverStream::new(rx))
+    stream
 }
 
 /// The id of the lowest-sequence entry under `dir/locks`, or `""`.

@@ -4,18 +4,20 @@
 //! the error kinds of Vitess's topology service ([`TopoError`]), Go-compatible key rules
 //! ([`path`]), the in-memory reference backend ([`memory`]), connection wrappers (statistics,
 //! read-concurrency limit, read-only mode, fault injection: [`wrap`]) and the conformance
-//! suite every backend runs ([`conformance`], feature `conformance`).
+//! suite every backend runs (`conformance`, with the feature `conformance`).
 //!
 //! ## Layout
 //! - [`conn`]: the `Conn`, `LockDescriptor`, `LeaderParticipation` and `Factory` traits.
 //! - [`types`]: `Version`, `DirEntry`, `KvInfo`, `WatchData`, `RecursiveChange`, `Fence`.
 //! - [`watch`]: `WatchStream`, which enforces the watch contract for every backend.
 //! - [`ext`]: `ConnExt` helpers (`get_opt`, `lock_timeout`, `read_modify_write`).
+//! - [`backoff`]: `Backoff`, the shared retry pause policy.
 //! - [`error`], [`path`], [`memory`], [`wrap`].
 //!
 //! ## Feature flags
 //! - `conformance`: the shared test suite and its `conformance_tests!` macro.
 
+pub mod backoff;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod conn;
@@ -36,7 +38,7 @@ pub use limit::ValueLimit;
 pub use types::{
     dir_entries, DirEntry, DirEntryType, Fence, KvInfo, RecursiveChange, Version, WatchData,
 };
-pub use watch::WatchStream;
+pub use watch::{WatchSender, WatchStream};
 
 /// The `Conn` trait object, as the typed layer holds it.
 pub type DynConn = dyn Conn;

@@ -6,27 +6,28 @@
 //! one store-wide counter. Locks and election proposals are ephemeral entries under
 //! `<dir>/locks/<sequence>`, queued by sequence, exactly like the etcd layout; unlike
 //! Vitess's memorytopo, `try_lock` really fails at once while the lock is held, and locks
-//! carry fencing tokens.
+//! carry fencing tokens. Watch channels coalesce to the latest value per key, and `close()`
+//! releases the connection's locks, ends its watches and waits with `Interrupted`, and
+//! makes later calls fail with `Interrupted`.
 //!
 //! [`MemoryFactory`] makes connections by server address (one store per address) and wraps
 //! each in a [`FaultConn`] so tests can inject errors; the address [`UNREACHABLE_ADDRESS`]
 //! gives a connection whose every call hangs.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, Notify};
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::conn::{Conn, Factory, LeaderParticipation, LockDescriptor, LockGuard};
 use crate::election::SequenceElection;
 use crate::error::{Result, TopoError};
 use crate::path;
 use crate::types::{dir_entries, DirEntry, Fence, KvInfo, RecursiveChange, Version, WatchData};
-use crate::watch::WatchStream;
+use crate::watch::{WatchSender, WatchStream};
 use crate::wrap::{FaultConn, Faults};
 
 /// The server address whose connections hang on every call (Vitess's
@@ -45,14 +46,14 @@ struct Entry {
 #[derive(Debug)]
 struct FileWatcher {
     key: String,
-    tx: mpsc::UnboundedSender<Result<WatchData>>,
+    tx: WatchSender<(), WatchData>,
 }
 
 #[derive(Debug)]
 struct PrefixWatcher {
     prefix: String,
     root: String,
-    tx: mpsc::UnboundedSender<Result<RecursiveChange>>,
+    tx: WatchSender<String, RecursiveChange>,
 }
 
 #[derive(Debug)]
@@ -97,16 +98,8 @@ impl State {
             version: Version::new(version),
         };
         self.file_watchers
-            .retain(|w| w.key != key || w.tx.send(Ok(data.clone())).is_ok());
-        self.prefix_watchers.retain(|w| {
-            !key.starts_with(&w.prefix)
-                || w.tx
-                    .send(Ok(RecursiveChange {
-                        path: path::strip_root(&w.root, key).unwrap_or_else(|| key.to_string()),
-                        data: Some(data.clone()),
-                    }))
-                    .is_ok()
-        });
+            .retain(|w| w.key != key || w.tx.send((), data.clone()));
+        self.tell_prefix_watchers(key, Some(data));
         version
     }
 
@@ -115,22 +108,32 @@ impl State {
         let entry = self.entries.remove(key)?;
         self.file_watchers.retain(|w| {
             if w.key == key {
-                let _ = w.tx.send(Err(TopoError::NoNode(key.to_string())));
+                w.tx.fail(TopoError::NoNode(key.to_string()));
                 false
             } else {
                 true
             }
         });
-        self.prefix_watchers.retain(|w| {
-            !key.starts_with(&w.prefix)
-                || w.tx
-                    .send(Ok(RecursiveChange {
-                        path: path::strip_root(&w.root, key).unwrap_or_else(|| key.to_string()),
-                        data: None,
-                    }))
-                    .is_ok()
-        });
+        self.tell_prefix_watchers(key, None);
         Some(entry)
+    }
+
+    /// Sends the change of `key` to the recursive watchers it falls under (coalesced per
+    /// path), forgetting watchers whose stream is gone.
+    fn tell_prefix_watchers(&mut self, key: &str, data: Option<WatchData>) {
+        self.prefix_watchers.retain(|w| {
+            if !key.starts_with(&w.prefix) {
+                return !w.tx.is_closed();
+            }
+            let path = path::strip_root(&w.root, key).unwrap_or_else(|| key.to_string());
+            w.tx.send(
+                path.clone(),
+                RecursiveChange {
+                    path,
+                    data: data.clone(),
+                },
+            )
+        });
     }
 
     fn check_fence(&self, fence: &Fence) -> Result<()> {
@@ -195,7 +198,7 @@ impl MemoryStore {
         MemoryConn {
             store: self.clone(),
             root: path::clean(&format!("/{root}")),
-            closed: Arc::new(AtomicBool::new(false)),
+            life: Arc::default(),
         }
     }
 
@@ -210,18 +213,32 @@ impl MemoryStore {
     }
 }
 
+/// What `close()` ends: the connection's watches (children of `closed`) and held locks.
+#[derive(Debug, Default)]
+struct Life {
+    closed: CancellationToken,
+    /// Held lock entries of this connection: key and version.
+    held: Mutex<HashMap<String, i64>>,
+}
+
+impl Life {
+    fn held(&self) -> MutexGuard<'_, HashMap<String, i64>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// A connection to a [`MemoryStore`] under a root.
 #[derive(Debug, Clone)]
 pub struct MemoryConn {
     store: MemoryStore,
     root: String,
-    closed: Arc<AtomicBool>,
+    life: Arc<Life>,
 }
 
 impl MemoryConn {
     fn key(&self, rel: &str) -> Result<String> {
-        if self.closed.load(Ordering::Relaxed) {
-            return Err(TopoError::backend_msg(BACKEND, "connection closed"));
+        if self.life.closed.is_cancelled() {
+            return Err(TopoError::Interrupted(format!("{rel}: connection closed")));
         }
         path::join(&self.root, rel)
     }
@@ -305,6 +322,9 @@ impl MemoryConn {
             let notified = self.store.shared.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            if self.life.closed.is_cancelled() {
+                return Err(TopoError::Interrupted(format!("{dir}: connection closed")));
+            }
             {
                 let st = self.store.lock_state();
                 if !st.entries.contains_key(&key) {
@@ -315,10 +335,16 @@ impl MemoryConn {
                     break;
                 }
             }
-            notified.await;
+            // Closing the connection wakes the wait too (checked above).
+            tokio::select! {
+                _ = notified => {}
+                _ = self.life.closed.cancelled() => {}
+            }
         }
         pending.key = None;
+        self.life.held().insert(key.clone(), token);
         Ok(Box::new(MemoryLock {
+            life: self.life.clone(),
             store: self.store.clone(),
             dir: path::normalize(dir)?,
             key,
@@ -359,6 +385,7 @@ impl Drop for PendingEntry {
 /// A held memory lock.
 #[derive(Debug)]
 struct MemoryLock {
+    life: Arc<Life>,
     store: MemoryStore,
     dir: String,
     key: String,
@@ -369,6 +396,7 @@ struct MemoryLock {
 impl MemoryLock {
     fn release(&mut self) -> Result<()> {
         self.released = true;
+        self.life.held().remove(&self.key);
         let removed = {
             let mut st = self.store.lock_state();
             match st.entries.get(&self.key) {
@@ -525,7 +553,7 @@ impl Conn for MemoryConn {
 
     async fn watch(&self, path: &str) -> Result<(WatchData, WatchStream<WatchData>)> {
         let key = self.key(path)?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, stream) = WatchStream::coalescing(path);
         let current = {
             let mut st = self.store.lock_state();
             let current = match st.entries.get(&key) {
@@ -538,10 +566,7 @@ impl Conn for MemoryConn {
             st.file_watchers.push(FileWatcher { key, tx });
             current
         };
-        Ok((
-            current,
-            WatchStream::new(path, UnboundedReceiverStream::new(rx)),
-        ))
+        Ok((current, stream.cancelled_with(&self.life.closed)))
     }
 
     async fn watch_recursive(
@@ -550,7 +575,7 @@ impl Conn for MemoryConn {
     ) -> Result<(Vec<RecursiveChange>, WatchStream<RecursiveChange>)> {
         let prefix = path::dir_prefix(&self.root, path)?;
         self.key(path)?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, stream) = WatchStream::coalescing(path);
         let initial = {
             let mut st = self.store.lock_state();
             let initial = st
@@ -570,10 +595,7 @@ impl Conn for MemoryConn {
             });
             initial
         };
-        Ok((
-            initial,
-            WatchStream::new(path, UnboundedReceiverStream::new(rx)),
-        ))
+        Ok((initial, stream.cancelled_with(&self.life.closed)))
     }
 
     async fn new_leader_participation(
@@ -590,7 +612,18 @@ impl Conn for MemoryConn {
     }
 
     async fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
+        // Ends watches and queued lock waits (they remove their own entries).
+        self.life.closed.cancel();
+        let held: Vec<(String, i64)> = self.life.held().drain().collect();
+        {
+            let mut st = self.store.lock_state();
+            for (key, version) in held {
+                if st.entries.get(&key).is_some_and(|e| e.version == version) {
+                    st.remove(&key);
+                }
+            }
+        }
+        self.store.notify();
     }
 }
 
@@ -688,7 +721,42 @@ mod tests {
     async fn closed_connection_refuses_calls() {
         let conn = MemoryStore::new().conn("/r");
         conn.close().await;
-        assert!(conn.get("/x").await.is_err());
+        assert!(conn
+            .get("/x")
+            .await
+            .unwrap_err()
+            .is(crate::ErrorKind::Interrupted));
         assert!(conn.create("/x", b"").await.is_err());
+    }
+
+    /// Watchers that never read while 100,000 changes happen hold at most one unread item
+    /// per file, and still end at the final values.
+    #[tokio::test]
+    async fn unread_watches_stay_bounded() {
+        use futures::StreamExt;
+        let conn = MemoryStore::new().conn("/r");
+        for f in 0..10 {
+            conn.create(&format!("/d/{f}"), b"0").await.unwrap();
+        }
+        let (_, mut file) = conn.watch("/d/0").await.unwrap();
+        let (_, mut tree) = conn.watch_recursive("/d").await.unwrap();
+        for i in 0..100_000u32 {
+            conn.update(&format!("/d/{}", i % 10), i.to_string().as_bytes(), None)
+                .await
+                .unwrap();
+        }
+        assert_eq!(file.queued(), Some(1));
+        assert_eq!(tree.queued(), Some(10));
+        let last = file.next().await.unwrap().unwrap();
+        assert_eq!(last.contents, b"99990");
+        let mut finals = BTreeMap::new();
+        for _ in 0..10 {
+            let c = tree.next().await.unwrap().unwrap();
+            finals.insert(c.path, c.data.unwrap().contents);
+        }
+        let want: BTreeMap<String, Vec<u8>> = (0..10u32)
+            .map(|f| (format!("/d/{f}"), (99_990 + f).to_string().into_bytes()))
+            .collect();
+        assert_eq!(finals, want);
     }
 }

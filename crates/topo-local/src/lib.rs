@@ -13,7 +13,14 @@
 //!   transaction; one poller per process reads it and feeds that process's watchers.
 //! - Locks and elections are entries under `<dir>/locks/<sequence>` tied to leases that the
 //!   owning process keeps alive; when the process dies its leases expire and its entries
-//!   stop counting (and are swept). The fencing token is the sequence.
+//!   stop counting (and are swept). The fencing token is the sequence. Named locks
+//!   carry Vitess's 24 h TTL, election entries the lock TTL (a killed leader is replaced
+//!   within it).
+//! - Watch channels coalesce (the latest value per key), so a reader that falls behind
+//!   holds bounded memory; after the change log is trimmed past a slow poller, watched
+//!   keys and subtrees are re-read and the differences sent, deletions included.
+//! - `close()` removes the connection's lock entries, ends its watches and lock waits with
+//!   `Interrupted` and waits for pending clean-ups; later calls fail with `Interrupted`.
 //!
 //! ## Layout
 //! `store` (connections, schema, change poller), `lock` (locks and leases), `error` (the
@@ -25,14 +32,11 @@ mod store;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, OptionalExtension};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use rusqlite::OptionalExtension;
 use topo_core::election::SequenceElection;
 use topo_core::{
     path, Conn, DirEntry, Factory, Fence, KvInfo, LeaderParticipation, LockGuard, RecursiveChange,
@@ -40,7 +44,8 @@ use topo_core::{
 };
 
 use crate::error::convert;
-use crate::store::{now_ms, prefix_end, Store};
+use crate::lock::Life;
+use crate::store::{live_rows, Row, Store};
 
 /// The database file the `topo` CLI uses when no topology is configured.
 pub const DEFAULT_PATH: &str = "toposphere.db";
@@ -119,14 +124,14 @@ pub struct LocalConn {
     store: Arc<Store>,
     root: String,
     options: LocalOptions,
-    closed: Arc<AtomicBool>,
+    /// The lease TTL of `lock_name` entries: Vitess's 24 h, except on the connection an
+    /// election uses, where it is the lock TTL (a dead leader must not block for a day).
+    named_lock_ttl: Duration,
+    life: Arc<Life>,
 }
 
 /// The setting that raises the local store's value limit.
 const MAX_VALUE_SETTING: &str = "--topo-local-max-value-bytes";
-
-/// A live entry: key, value (empty unless asked for), version, and whether it is ephemeral.
-type Row = (String, Vec<u8>, i64, bool);
 
 /// How a write treats the current entry.
 #[derive(Clone, Copy)]
@@ -159,7 +164,8 @@ impl LocalConn {
             store,
             root: path::clean(&format!("/{root}")),
             options,
-            closed: Arc::new(AtomicBool::new(false)),
+            named_lock_ttl: lock::NAMED_LOCK_TTL,
+            life: Arc::default(),
         }
     }
 
@@ -169,8 +175,8 @@ impl LocalConn {
     }
 
     fn key(&self, rel: &str) -> Result<String> {
-        if self.closed.load(Ordering::Relaxed) {
-            return Err(TopoError::backend_msg(BACKEND, "connection closed"));
+        if self.life.is_closed() {
+            return Err(TopoError::Interrupted(format!("{rel}: connection closed")));
         }
         path::join(&self.root, rel)
     }
@@ -252,25 +258,8 @@ impl LocalConn {
 
     /// Live entries (files, and lock entries whose lease has not expired) with `prefix`.
     fn scan(&self, prefix: &str, with_values: bool) -> Result<Vec<Row>> {
-        let sql = if with_values {
-            "SELECT key, value, version, lease FROM kv WHERE key >= ?1 AND key < ?2
-             AND (lease IS NULL OR lease IN (SELECT id FROM leases WHERE expires_at > ?3)) ORDER BY key"
-        } else {
-            "SELECT key, x'', version, lease FROM kv WHERE key >= ?1 AND key < ?2
-             AND (lease IS NULL OR lease IN (SELECT id FROM leases WHERE expires_at > ?3)) ORDER BY key"
-        };
-        self.store.read(prefix, |c| {
-            let mut stmt = c.prepare_cached(sql)?;
-            let rows = stmt.query_map(params![prefix, prefix_end(prefix), now_ms()], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get::<_, Option<i64>>(3)?.is_some(),
-                ))
-            })?;
-            rows.collect()
-        })
+        self.store
+            .read(prefix, |c| live_rows(c, prefix, with_values))
     }
 }
 
@@ -387,7 +376,7 @@ impl Conn for LocalConn {
     }
 
     async fn lock_name(&self, dir: &str, contents: &str) -> Result<LockGuard> {
-        lock::acquire(self, dir, contents, lock::NAMED_LOCK_TTL, lock::Kind::Named).await
+        lock::acquire(self, dir, contents, self.named_lock_ttl, lock::Kind::Named).await
     }
 
     async fn try_lock(&self, dir: &str, contents: &str) -> Result<LockGuard> {
@@ -396,17 +385,14 @@ impl Conn for LocalConn {
 
     async fn watch(&self, path: &str) -> Result<(WatchData, WatchStream<WatchData>)> {
         let key = self.key(path)?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, stream) = WatchStream::coalescing(path);
         let current = {
             let mut watchers = self.store.watchers_guard();
             let (contents, version) = self.get_key(&key)?;
             watchers.add_file(&key, version.raw(), tx);
             WatchData { contents, version }
         };
-        Ok((
-            current,
-            WatchStream::new(path, UnboundedReceiverStream::new(rx)),
-        ))
+        Ok((current, self.life.watch_ends_on_close(stream)))
     }
 
     async fn watch_recursive(
@@ -415,12 +401,13 @@ impl Conn for LocalConn {
     ) -> Result<(Vec<RecursiveChange>, WatchStream<RecursiveChange>)> {
         self.key(path)?;
         let prefix = path::dir_prefix(&self.root, path)?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, stream) = WatchStream::coalescing(path);
         let initial = {
             let mut watchers = self.store.watchers_guard();
             let seen = self.store.current_version()?;
-            let initial: Vec<RecursiveChange> = self
-                .scan(&prefix, true)?
+            let rows = self.scan(&prefix, true)?;
+            let known = rows.iter().map(|(k, _, v, _)| (k.clone(), *v)).collect();
+            let initial: Vec<RecursiveChange> = rows
                 .into_iter()
                 .map(|(k, value, version, _)| RecursiveChange {
                     path: self.rel(&k),
@@ -430,13 +417,10 @@ impl Conn for LocalConn {
                     }),
                 })
                 .collect();
-            watchers.add_prefix(&prefix, &self.root, seen, tx);
+            watchers.add_prefix(&prefix, &self.root, seen, known, tx);
             initial
         };
-        Ok((
-            initial,
-            WatchStream::new(path, UnboundedReceiverStream::new(rx)),
-        ))
+        Ok((initial, self.life.watch_ends_on_close(stream)))
     }
 
     async fn new_leader_participation(
@@ -445,15 +429,17 @@ impl Conn for LocalConn {
         id: &str,
     ) -> Result<Box<dyn LeaderParticipation>> {
         self.key(&format!("elections/{name}"))?;
-        Ok(Box::new(SequenceElection::new(
-            Arc::new(self.clone()),
-            name,
-            id,
-        )?))
+        // The election's entries carry the lock TTL and are renewed while this process
+        // lives, so a killed leader is replaced within the TTL.
+        let conn = LocalConn {
+            named_lock_ttl: self.options.lock_ttl,
+            ..self.clone()
+        };
+        Ok(Box::new(SequenceElection::new(Arc::new(conn), name, id)?))
     }
 
     async fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
+        lock::close(&self.store, &self.life).await;
     }
 
     fn value_limit(&self) -> Option<ValueLimit> {

@@ -5,15 +5,23 @@
 //! is released: while waiting and while held, whatever the caller's future does. An entry
 //! whose lease expired does not count as a holder or waiter anywhere (and the pollers sweep
 //! it), so a dead process's lock frees itself within its TTL.
+//!
+//! Every entry is a [`LocalLock`] from the moment its write commits, even when the caller
+//! that asked for it is gone by then (a dropped future on a current-thread runtime, whose
+//! write finishes on the blocking pool): dropping it removes the entry. Each connection
+//! keeps a [`Life`]: its entries, so `close()` removes them, and its pending clean-ups,
+//! which `close()` waits for.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 use tokio_util::sync::CancellationToken;
-use topo_core::{path, Fence, LockDescriptor, LockGuard, Result, TopoError};
+use tokio_util::task::TaskTracker;
+use topo_core::{path, Fence, LockDescriptor, LockGuard, Result, TopoError, WatchStream};
 
 use crate::error::convert;
 use crate::store::{lock_alive, now_ms, prefix_end, Store};
@@ -60,6 +68,70 @@ fn any_live(c: &rusqlite::Connection, prefix: &str) -> rusqlite::Result<bool> {
     .query_row(params![prefix, prefix_end(prefix), now_ms()], |r| r.get(0))
 }
 
+/// An entry of a connection, as `close()` needs it.
+#[derive(Debug)]
+struct HeldEntry {
+    key: String,
+    version: i64,
+    lease: i64,
+    keepalive: CancellationToken,
+    state: Arc<LeaseState>,
+}
+
+/// What `close()` of a connection ends and waits for.
+#[derive(Debug, Default)]
+pub(crate) struct Life {
+    /// Cancelled by `close()`: ends watches and lock waits.
+    closed: CancellationToken,
+    /// Clean-ups (and entry writes) in flight.
+    cleanups: TaskTracker,
+    /// The connection's lock entries (queued or held), by id.
+    entries: Mutex<HashMap<u64, HeldEntry>>,
+    next_id: AtomicU64,
+}
+
+impl Life {
+    /// True once `close()` was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    /// `stream`, ended with `Interrupted` by `close()`.
+    pub(crate) fn watch_ends_on_close<T>(&self, stream: WatchStream<T>) -> WatchStream<T> {
+        stream.cancelled_with(&self.closed)
+    }
+
+    fn entries(&self) -> MutexGuard<'_, HashMap<u64, HeldEntry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Closes a connection: its lock waits end, its entries are removed (held locks released),
+/// its watches end with `Interrupted`, and every clean-up still running finishes first.
+pub(crate) async fn close(store: &Arc<Store>, life: &Life) {
+    life.closed.cancel();
+    let entries: Vec<HeldEntry> = life.entries().drain().map(|(_, e)| e).collect();
+    for e in &entries {
+        e.keepalive.cancel();
+        e.state.lost.store(true, Ordering::Relaxed);
+    }
+    if !entries.is_empty() {
+        let store = store.clone();
+        let removed = life.cleanups.spawn_blocking(move || {
+            for e in entries {
+                if let Err(err) = LocalLock::remove(&store, &e.key, e.version, e.lease) {
+                    tracing::warn!(key = e.key, "releasing a lock at close: {err}");
+                }
+            }
+        });
+        if let Err(e) = removed.await {
+            tracing::warn!("releasing locks at close: {e}");
+        }
+    }
+    life.cleanups.close();
+    life.cleanups.wait().await;
+}
+
 /// Queues for the lock on `dir` and waits for it.
 pub(crate) async fn acquire(
     conn: &LocalConn,
@@ -73,11 +145,16 @@ pub(crate) async fn acquire(
     let dir_prefix = path::dir_prefix(&conn.root, dir)?;
     let locks_prefix = format!("{}/locks/", dir_key.trim_end_matches('/'));
     let store = conn.store.clone();
-    let (key, version, lease) = {
+    let mut guard = {
         let contents = contents.as_bytes().to_vec();
         let locks_prefix = locks_prefix.clone();
         let rel_dir = rel_dir.clone();
-        store
+        let (store, life) = (store.clone(), conn.life.clone());
+        // Counted as a pending clean-up until the guard reaches this future: should the
+        // future be dropped first, the guard is dropped (and removes the entry) wherever
+        // the write finishes, and close() waits for that.
+        let in_flight = conn.life.cleanups.token();
+        conn.store
             .write(&dir_key.clone(), move |w| {
                 let sql = |e| convert(e, &dir_key);
                 if kind != Kind::Named && !any_live(w.tx(), &dir_prefix).map_err(sql)? {
@@ -99,16 +176,24 @@ pub(crate) async fn acquire(
                 let key = format!("{locks_prefix}{version}");
                 w.put_at(&key, &contents, version, Some(lease))
                     .map_err(sql)?;
-                Ok((key, version, lease))
+                // From here on, dropping the guard (also while still waiting, or before
+                // the caller got it) removes the entry.
+                let mut guard = LocalLock::new(store, life, rel_dir, key, version, lease, ttl);
+                guard.in_flight = Some(in_flight);
+                Ok(guard)
             })
             .await?
     };
-    // From here on, dropping the guard (also while still waiting) removes the entry.
-    let guard = LocalLock::new(store.clone(), rel_dir.clone(), key, version, lease, ttl);
+    guard.in_flight = None;
     loop {
         let notified = store.changed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        if conn.life.is_closed() {
+            return Err(TopoError::Interrupted(format!(
+                "{rel_dir}: connection closed"
+            )));
+        }
         if guard.state.lost.load(Ordering::Relaxed) {
             return Err(TopoError::LockLost(rel_dir));
         }
@@ -118,8 +203,12 @@ pub(crate) async fn acquire(
             Some(_) => {}
             None => return Err(TopoError::LockLost(rel_dir)),
         }
-        // Other processes' releases arrive through the poller; expiries show on its timer.
-        notified.await;
+        // Other processes' releases arrive through the poller; expiries show on its timer;
+        // close() is checked above.
+        tokio::select! {
+            _ = notified => {}
+            _ = conn.life.closed.cancelled() => {}
+        }
     }
     Ok(Box::new(guard))
 }
@@ -133,6 +222,11 @@ struct LeaseState {
 #[derive(Debug)]
 pub(crate) struct LocalLock {
     store: Arc<Store>,
+    life: Arc<Life>,
+    /// This entry's id in `life`.
+    id: u64,
+    /// Set while the entry's write is on its way to the caller.
+    in_flight: Option<tokio_util::task::task_tracker::TaskTrackerToken>,
     dir: String,
     key: String,
     version: i64,
@@ -143,8 +237,10 @@ pub(crate) struct LocalLock {
 }
 
 impl LocalLock {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         store: Arc<Store>,
+        life: Arc<Life>,
         dir: String,
         key: String,
         version: i64,
@@ -160,8 +256,22 @@ impl LocalLock {
             state.clone(),
             keepalive.clone(),
         ));
+        let id = life.next_id.fetch_add(1, Ordering::Relaxed);
+        life.entries().insert(
+            id,
+            HeldEntry {
+                key: key.clone(),
+                version,
+                lease,
+                keepalive: keepalive.clone(),
+                state: state.clone(),
+            },
+        );
         LocalLock {
             store,
+            life,
+            id,
+            in_flight: None,
             dir,
             key,
             version,
@@ -263,6 +373,7 @@ impl LockDescriptor for LocalLock {
     async fn unlock(mut self: Box<Self>) -> Result<()> {
         self.released = true;
         self.keepalive.cancel();
+        self.life.entries().remove(&self.id);
         let (store, key, version, lease) = (
             self.store.clone(),
             self.key.clone(),
@@ -286,7 +397,11 @@ impl Drop for LocalLock {
         if self.released {
             return;
         }
+        // close() waits for this clean-up: counted before the entry leaves the list that
+        // close() removes itself, so no instant has it in neither.
+        let pending = self.life.cleanups.token();
         self.keepalive.cancel();
+        self.life.entries().remove(&self.id);
         let (store, key, version, lease) = (
             self.store.clone(),
             self.key.clone(),
@@ -297,6 +412,7 @@ impl Drop for LocalLock {
             if let Err(e) = LocalLock::remove(&store, &key, version, lease) {
                 tracing::warn!(key, "releasing a dropped lock: {e}");
             }
+            drop(pending);
         };
         match tokio::runtime::Handle::try_current() {
             Ok(h) => {

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
-use tokio::sync::{mpsc, Notify};
-use topo_core::{path, RecursiveChange, Result, TopoError, Version, WatchData};
+use tokio::sync::Notify;
+use topo_core::{path, RecursiveChange, Result, TopoError, Version, WatchData, WatchSender};
 
 use crate::error::convert;
 
@@ -170,6 +170,34 @@ impl Write<'_> {
     }
 }
 
+/// A live entry: key, value (empty unless asked for), version, and whether it is ephemeral.
+pub(crate) type Row = (String, Vec<u8>, i64, bool);
+
+/// Live entries (files, and lock entries whose lease has not expired) with `prefix`.
+pub(crate) fn live_rows(
+    c: &Connection,
+    prefix: &str,
+    with_values: bool,
+) -> rusqlite::Result<Vec<Row>> {
+    let sql = if with_values {
+        "SELECT key, value, version, lease FROM kv WHERE key >= ?1 AND key < ?2
+         AND (lease IS NULL OR lease IN (SELECT id FROM leases WHERE expires_at > ?3)) ORDER BY key"
+    } else {
+        "SELECT key, x'', version, lease FROM kv WHERE key >= ?1 AND key < ?2
+         AND (lease IS NULL OR lease IN (SELECT id FROM leases WHERE expires_at > ?3)) ORDER BY key"
+    };
+    let mut stmt = c.prepare_cached(sql)?;
+    let rows = stmt.query_map(params![prefix, prefix_end(prefix), now_ms()], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get::<_, Option<i64>>(3)?.is_some(),
+        ))
+    })?;
+    rows.collect()
+}
+
 /// True when the lock entry `key` with `version` exists and its lease is alive.
 pub(crate) fn lock_alive(conn: &Connection, key: &str, version: i64) -> rusqlite::Result<bool> {
     conn.prepare_cached(
@@ -185,14 +213,29 @@ struct FileWatcher {
     key: String,
     /// Changes at or below this version were already part of the initial value.
     seen: i64,
-    tx: mpsc::UnboundedSender<Result<WatchData>>,
+    tx: WatchSender<(), WatchData>,
 }
 
 struct PrefixWatcher {
     prefix: String,
     root: String,
     seen: i64,
-    tx: mpsc::UnboundedSender<Result<RecursiveChange>>,
+    /// The version of every key the watcher was told exists, so that a re-read after a
+    /// trim of the change log can tell it what changed, deletions included.
+    known: HashMap<String, i64>,
+    tx: WatchSender<String, RecursiveChange>,
+}
+
+impl PrefixWatcher {
+    /// Tells the watcher about `key` (None: deleted); false when its stream is gone.
+    fn tell(&mut self, key: &str, data: Option<WatchData>) -> bool {
+        match &data {
+            Some(d) => self.known.insert(key.to_string(), d.version.raw()),
+            None => self.known.remove(key),
+        };
+        let path = path::strip_root(&self.root, key).unwrap_or_else(|| key.to_string());
+        self.tx.send(path.clone(), RecursiveChange { path, data })
+    }
 }
 
 #[derive(Default)]
@@ -325,12 +368,7 @@ impl Store {
 
 impl Watchers {
     /// Adds a file watcher while the guard is held (see [`Store::watchers_guard`]).
-    pub(crate) fn add_file(
-        &mut self,
-        key: &str,
-        seen: i64,
-        tx: mpsc::UnboundedSender<Result<WatchData>>,
-    ) {
+    pub(crate) fn add_file(&mut self, key: &str, seen: i64, tx: WatchSender<(), WatchData>) {
         self.files.push(FileWatcher {
             key: key.to_string(),
             seen,
@@ -344,12 +382,14 @@ impl Watchers {
         prefix: &str,
         root: &str,
         seen: i64,
-        tx: mpsc::UnboundedSender<Result<RecursiveChange>>,
+        known: HashMap<String, i64>,
+        tx: WatchSender<String, RecursiveChange>,
     ) {
         self.prefixes.push(PrefixWatcher {
             prefix: prefix.to_string(),
             root: root.to_string(),
             seen,
+            known,
             tx,
         });
     }
@@ -365,9 +405,9 @@ impl Watchers {
             }
             w.seen = version;
             match &data {
-                Some(d) => w.tx.send(Ok(d.clone())).is_ok(),
+                Some(d) => w.tx.send((), d.clone()),
                 None => {
-                    let _ = w.tx.send(Err(TopoError::NoNode(key.to_string())));
+                    w.tx.fail(TopoError::NoNode(key.to_string()));
                     false
                 }
             }
@@ -376,12 +416,81 @@ impl Watchers {
             if !key.starts_with(&w.prefix) || version <= w.seen {
                 return !w.tx.is_closed();
             }
-            let change = RecursiveChange {
-                path: path::strip_root(&w.root, key).unwrap_or_else(|| key.to_string()),
-                data: data.clone(),
-            };
-            w.tx.send(Ok(change)).is_ok()
+            w.tell(key, data.clone())
         });
+    }
+
+    /// After the change log was trimmed past what the poller read: re-reads every watched
+    /// key and subtree in the poller's snapshot `c` (whose highest version is `version`) and
+    /// tells each watcher what differs from what it knows, deletions included.
+    fn reread(&mut self, c: &Connection, version: i64) -> rusqlite::Result<()> {
+        let mut files = Vec::with_capacity(self.files.len());
+        for w in std::mem::take(&mut self.files) {
+            let row: Option<(i64, Vec<u8>)> = c
+                .query_row(
+                    "SELECT version, value FROM kv WHERE key = ?1",
+                    [&w.key],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            files.push((w, row));
+        }
+        for (mut w, row) in files {
+            let keep = match row {
+                Some((v, contents)) if v > w.seen => w.tx.send(
+                    (),
+                    WatchData {
+                        contents,
+                        version: Version::new(v),
+                    },
+                ),
+                Some(_) => !w.tx.is_closed(),
+                None => {
+                    w.tx.fail(TopoError::NoNode(w.key.clone()));
+                    false
+                }
+            };
+            w.seen = w.seen.max(version);
+            if keep {
+                self.files.push(w);
+            }
+        }
+        let mut trees = Vec::with_capacity(self.prefixes.len());
+        for w in &self.prefixes {
+            trees.push(live_rows(c, &w.prefix, true)?);
+        }
+        let mut prefixes = Vec::with_capacity(self.prefixes.len());
+        for (mut w, rows) in std::mem::take(&mut self.prefixes).into_iter().zip(trees) {
+            let now: HashMap<String, i64> =
+                rows.iter().map(|(k, _, v, _)| (k.clone(), *v)).collect();
+            let gone: Vec<String> = w
+                .known
+                .keys()
+                .filter(|k| !now.contains_key(*k))
+                .cloned()
+                .collect();
+            let mut keep = true;
+            for (k, contents, v, _) in rows {
+                if keep && w.known.get(&k) != Some(&v) {
+                    keep = w.tell(
+                        &k,
+                        Some(WatchData {
+                            contents,
+                            version: Version::new(v),
+                        }),
+                    );
+                }
+            }
+            for k in gone {
+                keep = keep && w.tell(&k, None);
+            }
+            w.seen = w.seen.max(version);
+            if keep {
+                prefixes.push(w);
+            }
+        }
+        self.prefixes = prefixes;
+        Ok(())
     }
 }
 
@@ -448,13 +557,14 @@ fn poll_once(
         return Ok(());
     }
     *last_data_version = dv;
-    let min_seq: i64 = conn.query_row("SELECT COALESCE(MIN(seq), 0) FROM changes", [], |r| {
+    // One read transaction, so the oldest row, the new rows and any re-read are one
+    // snapshot: a trim between two separate reads could otherwise hide rows for good.
+    let tx = conn.unchecked_transaction()?;
+    let min_seq: i64 = tx.query_row("SELECT COALESCE(MIN(seq), 0) FROM changes", [], |r| {
         r.get(0)
     })?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, key, version, value FROM changes WHERE seq > ?1 ORDER BY seq",
-    )?;
-    let rows: Vec<(i64, String, i64, Option<Vec<u8>>)> = stmt
+    let rows: Vec<(i64, String, i64, Option<Vec<u8>>)> = tx
+        .prepare_cached("SELECT seq, key, version, value FROM changes WHERE seq > ?1 ORDER BY seq")?
         .query_map([*last_seq], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?
@@ -463,38 +573,22 @@ fn poll_once(
     let mut watchers = lock(&store.watchers);
     if truncated {
         // The log was trimmed past what we read: like an etcd compaction. Re-read every
-        // watched key and deliver its current state.
+        // watched key and subtree; the rows of this snapshot are then already accounted for.
         tracing::info!(path = %store.path.display(), "change log trimmed past the last read; re-reading watched keys");
-        let keys: Vec<String> = watchers.files.iter().map(|w| w.key.clone()).collect();
-        let mut current: HashMap<String, Option<(i64, Vec<u8>)>> = HashMap::new();
-        for k in keys {
-            let row = conn
-                .query_row("SELECT version, value FROM kv WHERE key = ?1", [&k], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()?;
-            current.insert(k, row);
-        }
-        for (k, row) in current {
-            match row {
-                Some((v, value)) => watchers.dispatch(&k, v, Some(&value)),
-                None => {
-                    let v: i64 = conn.query_row(
-                        "SELECT value FROM counters WHERE name = 'version'",
-                        [],
-                        |r| r.get(0),
-                    )?;
-                    watchers.dispatch(&k, v, None);
-                }
-            }
-        }
+        let version: i64 = tx.query_row(
+            "SELECT value FROM counters WHERE name = 'version'",
+            [],
+            |r| r.get(0),
+        )?;
+        watchers.reread(&tx, version)?;
     }
     for (seq, key, version, value) in &rows {
         watchers.dispatch(key, *version, value.as_deref());
         *last_seq = *seq;
     }
     drop(watchers);
-    if !rows.is_empty() {
+    drop(tx);
+    if !rows.is_empty() || truncated {
         store.changed.notify_waiters();
     }
     Ok(())

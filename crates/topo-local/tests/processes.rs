@@ -97,6 +97,73 @@ async fn killed_holder_frees_the_lock() {
     g.unlock().await.unwrap();
 }
 
+/// (b2) An election leader is killed with SIGKILL: another participant leads within the
+/// lock TTL + 2 s (the election entry has the lock TTL and is kept alive, not the 24 h
+/// named-lock lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_leader_frees_the_election() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let c = conn(&db);
+    let ttl = Duration::from_millis(2000);
+    let mut leader = Command::new(CHILD)
+        .args(["lead", db.to_str().unwrap(), &ttl.as_millis().to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(leader.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "leading");
+    let me = c
+        .new_leader_participation("stress", "parent")
+        .await
+        .unwrap();
+    assert_eq!(me.current_leader_id().await.unwrap(), "child");
+    // Leading for longer than the TTL: the child's entry is renewed while it lives.
+    tokio::time::sleep(ttl + Duration::from_millis(500)).await;
+    assert_eq!(me.current_leader_id().await.unwrap(), "child");
+    leader.kill().unwrap();
+    leader.wait().unwrap();
+    tokio::time::timeout(ttl + Duration::from_secs(2), me.wait_for_leadership())
+        .await
+        .expect("another participant must lead within the TTL + 2 s of the leader's death")
+        .unwrap();
+    assert_eq!(me.current_leader_id().await.unwrap(), "parent");
+    me.stop().await;
+}
+
+/// (b3) A process gives up waiting for a held lock, closes its connection and exits at
+/// once: nothing of its attempt is left, so once the holder releases, `try_lock` succeeds
+/// at the first attempt (not after the abandoned entry's TTL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_acquisition_of_an_exited_process_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let c = conn(&db);
+    c.create("/keyspaces/ks/Keyspace", b"").await.unwrap();
+    for _ in 0..3 {
+        let holder = c.lock("/keyspaces/ks", "holder").await.unwrap();
+        let out = Command::new(CHILD)
+            .args(["abandon", db.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stdout == b"closed\n",
+            "child: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        holder.unlock().await.unwrap();
+        c.try_lock("/keyspaces/ks", "after")
+            .await
+            .expect("the exited process's abandoned attempt left an entry")
+            .unlock()
+            .await
+            .unwrap();
+    }
+}
+
 /// (c) A writer killed with SIGKILL mid-loop, 20 times: the file always opens and every
 /// write it acknowledged is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -63,3 +63,131 @@ mod local {
     topo_core::conformance_tests!(local, crate::factory);
     toposphere::typed_suite!(local, crate::backend);
 }
+
+/// A lock future dropped while its SQLite write is in flight, on a current-thread runtime
+/// (where the write runs on the blocking pool and commits after the drop): no entry is
+/// left, so another connection's `try_lock` succeeds at once rather than after the TTL.
+#[tokio::test]
+async fn dropped_acquisition_on_current_thread_leaves_nothing() {
+    use std::time::{Duration, Instant};
+    use topo_core::ErrorKind;
+
+    let suite = LocalSuite::new();
+    let conn = suite.open("/r").await.unwrap();
+    let other = suite.open("/r").await.unwrap();
+    conn.create("/ks/Keyspace", b"").await.unwrap();
+    // Another writer holds the database, so the acquisitions' writes wait in the blocking
+    // pool while their futures are dropped; they commit once it lets go.
+    let blocker = rusqlite::Connection::open(&suite.path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    for _ in 0..3 {
+        let r = tokio::time::timeout(Duration::from_millis(100), conn.lock("/ks", "dropped")).await;
+        assert!(
+            r.is_err(),
+            "the acquisition must still be in flight when dropped"
+        );
+    }
+    blocker.execute_batch("COMMIT").unwrap();
+    // Let the abandoned writes commit before probing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match other.try_lock("/ks", "probe").await {
+            Ok(g) => {
+                g.unlock().await.unwrap();
+                break;
+            }
+            Err(e) if e.is(ErrorKind::NodeExists) && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("a dropped acquisition left its entry behind: {e}"),
+        }
+    }
+    assert!(
+        conn.list_dir("/ks/locks", false)
+            .await
+            .is_err_and(|e| e.is_no_node()),
+        "no lock entry may remain"
+    );
+}
+
+/// A recursive watcher whose poller falls behind a trim of the change log (another
+/// connection writes more changes than the log keeps between two of its polls) still ends
+/// at the final state: the deletion and the update whose log rows were trimmed arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recursive_watch_converges_after_a_log_trim() {
+    use futures::{FutureExt, StreamExt};
+    use std::time::Duration;
+
+    let suite = LocalSuite::new();
+    let writer = suite.open("/r").await.unwrap();
+    writer.create("/watched/a", b"a1").await.unwrap();
+    writer.create("/watched/b", b"b1").await.unwrap();
+    let slow_poll = Duration::from_secs(10);
+    let slow = LocalConn::open(
+        &suite.path,
+        "/r",
+        LocalOptions {
+            poll_interval: slow_poll,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (initial, mut changes) = slow.watch_recursive("/watched").await.unwrap();
+    assert_eq!(initial.len(), 2);
+    // Let the slow poller make its first read, so the next one comes a whole interval later.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writer.delete("/watched/a", None).await.unwrap();
+    writer.update("/watched/b", b"b2", None).await.unwrap();
+    // More changes than the log keeps (10,000), elsewhere.
+    for i in 0..11_000u32 {
+        writer
+            .update("/elsewhere", i.to_string().as_bytes(), None)
+            .await
+            .unwrap();
+    }
+    assert!(
+        changes.next().now_or_never().is_none(),
+        "test precondition: the slow poller must not have read the log during the writes"
+    );
+    let (mut a_deleted, mut b_final) = (false, false);
+    while !(a_deleted && b_final) {
+        let item = tokio::time::timeout(slow_poll * 2, changes.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("missed after the trim: a deleted {a_deleted}, b final {b_final}")
+            })
+            .expect("stream")
+            .expect("change");
+        match (item.path.as_str(), item.data) {
+            ("/watched/a", None) => a_deleted = true,
+            ("/watched/b", Some(d)) => b_final = d.contents == b"b2",
+            other => panic!("unexpected change {other:?}"),
+        }
+    }
+}
+
+/// A watcher that never reads while thousands of changes happen holds one unread item
+/// (the latest), and still ends at the final value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_watch_stays_bounded() {
+    use futures::StreamExt;
+    use std::time::Duration;
+
+    let suite = LocalSuite::new();
+    let writer = suite.open("/r").await.unwrap();
+    let watcher = suite.open("/r").await.unwrap();
+    writer.create("/f", b"0").await.unwrap();
+    let (_, mut changes) = watcher.watch("/f").await.unwrap();
+    for i in 1..=3000u32 {
+        writer
+            .update("/f", i.to_string().as_bytes(), None)
+            .await
+            .unwrap();
+    }
+    // Wait until the poller delivered the last write, without reading.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(changes.queued(), Some(1));
+    let last = changes.next().await.unwrap().unwrap();
+    assert_eq!(last.contents, b"3000");
+}

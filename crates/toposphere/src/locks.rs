@@ -72,6 +72,17 @@ pub fn lock_descriptor(action: &str) -> String {
     serde_json::to_string_pretty(&d).unwrap_or_default()
 }
 
+/// The least time [`TopoLock::unlock`] allows beyond the backend's own bound on an unlock
+/// (the remote-operation timeout).
+const UNLOCK_MARGIN: Duration = Duration::from_secs(2);
+
+/// The outer bound of an unlock, given the backend's own bound `remote`: with a margin, so
+/// the backend reports its own timeout, and starts its background clean-up, before this
+/// drops the call (which would otherwise cancel it before the clean-up began).
+fn unlock_bound(remote: Duration) -> Duration {
+    remote + UNLOCK_MARGIN.max(remote / 4)
+}
+
 /// A held topology lock. Dropping it releases the lock in the background; prefer
 /// [`TopoLock::unlock`], which reports errors.
 #[derive(Debug)]
@@ -105,7 +116,8 @@ impl TopoLock {
         self.guard.check().await
     }
 
-    /// Releases the lock, bounded by the remote-operation timeout.
+    /// Releases the lock, bounded by the remote-operation timeout plus a margin (the
+    /// backend's own bound comes first).
     ///
     /// # Errors
     /// `LockLost` when it had been lost; `Timeout` when the backend did not answer.
@@ -188,7 +200,7 @@ impl Server {
         Ok(TopoLock {
             target,
             guard,
-            unlock_timeout: self.config().remote_operation_timeout,
+            unlock_timeout: unlock_bound(self.config().remote_operation_timeout),
         })
     }
 
@@ -280,6 +292,54 @@ enum Mode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A guard whose unlock times out inside the backend (which then starts its background
+    /// clean-up): its own bound started after a first 50 ms round trip.
+    #[derive(Debug)]
+    struct SlowUnlock(Duration, std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+    #[async_trait::async_trait]
+    impl topo_core::LockDescriptor for SlowUnlock {
+        fn dir(&self) -> &str {
+            "keyspaces/ks"
+        }
+        fn fencing_token(&self) -> u64 {
+            1
+        }
+        fn fence(&self) -> Fence {
+            Fence::new("keyspaces/ks", "/keyspaces/ks/locks/1", 1)
+        }
+        async fn check(&self) -> Result<()> {
+            Ok(())
+        }
+        async fn unlock(self: Box<Self>) -> Result<()> {
+            tokio::time::sleep(Duration::from_millis(50) + self.0).await;
+            self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+            Err(TopoError::Timeout("unlock inside the backend".into()))
+        }
+    }
+
+    /// The backend's own bound on an unlock fires before `TopoLock::unlock` gives up, so
+    /// the backend's answer (and clean-up) is not cut off.
+    #[tokio::test]
+    async fn unlock_outlasts_the_backends_own_bound() {
+        let remote = Duration::from_millis(300);
+        let reached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lock = TopoLock {
+            target: LockTarget::Keyspace("ks".into()),
+            guard: Box::new(SlowUnlock(remote, reached.clone())),
+            unlock_timeout: unlock_bound(remote),
+        };
+        let err = lock.unlock().await.unwrap_err();
+        assert!(
+            reached.load(std::sync::atomic::Ordering::SeqCst),
+            "the backend's unlock was dropped before its own bound: {err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "deadline exceeded: unlock inside the backend"
+        );
+    }
 
     #[test]
     fn descriptor_is_vitess_json() {

@@ -75,6 +75,9 @@ define_checks! {
     CasIncrements => check_cas_increments,
     PathClimbingRefused => check_path_climbing_refused,
     ValueLimit => check_value_limit,
+    Close => check_close,
+    TryLockConcurrent => check_try_lock_concurrent,
+    AbandonedAcquisitionThenClose => check_abandoned_acquisition_then_close,
 }
 
 async fn open<F: ConnFactory>(factory: &F, root: &str) -> Arc<dyn Conn> {
@@ -1105,4 +1108,161 @@ async fn check_value_limit<F: ConnFactory>(factory: &F, root: &str) {
         .expect("a change");
     assert_eq!(change.contents, b"small");
     guard.unlock().await.expect("unlock");
+}
+
+/// How soon after `close()` returns its lock must be free: far below any lease TTL, so a
+/// lock left to expire fails the check.
+const RELEASE_BOUND: Duration = Duration::from_secs(3);
+
+/// `close()` releases held locks (another connection takes the lock at once), ends open
+/// watches and queued lock waits with `Interrupted`, and later calls fail with
+/// `Interrupted`.
+async fn check_close<F: ConnFactory>(factory: &F, root: &str) {
+    let conn = with_keyspace(factory, root).await;
+    let other = open(factory, root).await;
+    other.create(SRV_KS, b"v1").await.expect("create");
+    let guard = conn.lock(KS_DIR, "holder").await.expect("lock");
+    let (_, mut file_watch) = conn.watch(SRV_KS).await.expect("watch");
+    let (_, mut tree_watch) = conn.watch_recursive(KS_DIR).await.expect("watch_recursive");
+    let queued = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.lock(KS_DIR, "queued").await.map(|_| ()) })
+    };
+    sleep(Duration::from_millis(200)).await;
+    assert!(!queued.is_finished(), "the second lock call must queue");
+
+    timeout(PATIENCE, conn.close())
+        .await
+        .expect("close() must return");
+    let next = timeout(RELEASE_BOUND, other.lock(KS_DIR, "next"))
+        .await
+        .expect("the lock of a closed connection must be free at once")
+        .expect("lock after close");
+    assert_kind(
+        timeout(RELEASE_BOUND, queued)
+            .await
+            .expect("a queued lock wait must end with close()")
+            .expect("task"),
+        ErrorKind::Interrupted,
+        "queued lock wait on a closed connection",
+    );
+    await_end(&mut file_watch, ErrorKind::Interrupted, &[b"v1"]).await;
+    loop {
+        match next_item(&mut tree_watch, "recursive watch after close").await {
+            Some(Ok(_)) => continue,
+            Some(Err(e)) if e.is(ErrorKind::Interrupted) => break,
+            other => panic!("recursive watch after close: expected Interrupted, got {other:?}"),
+        }
+    }
+    assert!(next_item(&mut tree_watch, "after Interrupted")
+        .await
+        .is_none());
+    assert!(
+        guard.check().await.is_err(),
+        "check() of a lock released by close()"
+    );
+    drop(guard);
+
+    let closed = ErrorKind::Interrupted;
+    assert_kind(conn.get(SRV_KS).await, closed, "get after close");
+    assert_kind(conn.create("/x", b"x").await, closed, "create after close");
+    assert_kind(
+        conn.update(SRV_KS, b"x", None).await,
+        closed,
+        "update after close",
+    );
+    assert_kind(
+        conn.delete(SRV_KS, None).await,
+        closed,
+        "delete after close",
+    );
+    assert_kind(
+        conn.list_dir("/", false).await,
+        closed,
+        "list_dir after close",
+    );
+    assert_kind(conn.list("/").await, closed, "list after close");
+    assert_kind(
+        conn.try_lock(KS_DIR, "x").await,
+        closed,
+        "try_lock after close",
+    );
+    assert_kind(
+        conn.lock_timeout(KS_DIR, "x", PATIENCE).await,
+        closed,
+        "lock after close",
+    );
+    assert_kind(
+        conn.watch(SRV_KS).await.map(|_| ()),
+        closed,
+        "watch after close",
+    );
+    assert_kind(
+        conn.watch_recursive(KS_DIR).await.map(|_| ()),
+        closed,
+        "watch_recursive after close",
+    );
+    assert_eq!(
+        other.get(SRV_KS).await.expect("get").0,
+        b"v1",
+        "nothing was written by the closed connection"
+    );
+    next.unlock().await.expect("unlock");
+}
+
+/// 20 concurrent `try_lock` calls on a held lock all fail with `NodeExists` within 1 s, and
+/// leave no entry: once the holder releases, `try_lock` succeeds at the first attempt.
+async fn check_try_lock_concurrent<F: ConnFactory>(factory: &F, root: &str) {
+    let conn = with_keyspace(factory, root).await;
+    let others = [open(factory, root).await, open(factory, root).await];
+    let guard = conn.lock(KS_DIR, "holder").await.expect("lock");
+    let tries = futures::future::join_all((0..20).map(|i| {
+        let other = others[i % 2].clone();
+        async move { other.try_lock(KS_DIR, "contender").await.map(|_| ()) }
+    }));
+    let results = timeout(Duration::from_secs(1), tries)
+        .await
+        .expect("20 concurrent try_lock calls must all return within 1 s");
+    for r in results {
+        assert_kind(r, ErrorKind::NodeExists, "try_lock while held");
+    }
+    guard.check().await.expect("the holder still holds");
+    guard.unlock().await.expect("unlock");
+    others[0]
+        .try_lock(KS_DIR, "after")
+        .await
+        .expect("a refused try_lock must leave no entry behind")
+        .unlock()
+        .await
+        .expect("unlock");
+}
+
+/// A lock future dropped while it waits, then `close()` of its connection: once `close()`
+/// returned, nothing of the abandoned acquisition is left (after the holder releases, a
+/// third connection's `try_lock` succeeds at the first attempt).
+async fn check_abandoned_acquisition_then_close<F: ConnFactory>(factory: &F, root: &str) {
+    let conn = with_keyspace(factory, root).await;
+    let quitter = open(factory, root).await;
+    let third = open(factory, root).await;
+    let guard = conn.lock(KS_DIR, "holder").await.expect("lock");
+    assert!(
+        timeout(
+            Duration::from_millis(300),
+            quitter.lock(KS_DIR, "abandoned")
+        )
+        .await
+        .is_err(),
+        "the second lock call must wait"
+    );
+    timeout(PATIENCE, quitter.close())
+        .await
+        .expect("close() must return");
+    guard.unlock().await.expect("unlock");
+    third
+        .try_lock(KS_DIR, "after")
+        .await
+        .expect("close() must finish removing the abandoned entry before it returns")
+        .unlock()
+        .await
+        .expect("unlock");
 }

@@ -21,8 +21,10 @@
 //! The checks follow Vitess's `go/vt/topo/test` suite (directory, file, list, lock,
 //! try-lock, election, watch) and add what Vitess does not test: fencing tokens, fenced
 //! writes, locks outliving their TTL while held, cancelled acquisitions, watch versions as
-//! compare-and-set versions, concurrent creates and compare-and-set counters, and refusal of
-//! paths that climb above the root.
+//! compare-and-set versions, concurrent creates and compare-and-set counters, refusal of
+//! paths that climb above the root, `close()` (locks released, watches and waits ended,
+//! later calls `Interrupted`), concurrent `try_lock` calls, and an abandoned acquisition
+//! cleaned up by the time `close()` returns.
 
 mod checks;
 
@@ -127,7 +129,9 @@ macro_rules! conformance_tests {
             lock_survives_ttl LockSurvivesTtl, dropped_lock_acquisition DroppedLockAcquisition,
             watch_version_cas WatchVersionCas, concurrent_create ConcurrentCreate,
             cas_increments CasIncrements, path_climbing_refused PathClimbingRefused,
-            value_limit ValueLimit
+            value_limit ValueLimit,
+            close Close, try_lock_concurrent TryLockConcurrent,
+            abandoned_acquisition_then_close AbandonedAcquisitionThenClose
         );
     };
 }
