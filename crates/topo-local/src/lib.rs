@@ -57,8 +57,13 @@ const BACKEND: &str = "local";
 pub struct LocalOptions {
     /// Lease time-to-live of locks and election entries (30 s, like Vitess's etcd leases).
     pub lock_ttl: Duration,
-    /// How often each process reads the change log (watch delay is at most about this).
+    /// How often each process reads the change log when the system sends no file
+    /// notifications (watch delay is at most about this).
     pub poll_interval: Duration,
+    /// Wake the change-log reader on file notifications (inotify) instead of polling
+    /// alone; with them a change reaches other processes' watchers in well under a
+    /// millisecond.
+    pub file_notifications: bool,
     /// The largest value stored. By default the smallest of etcd's and ZooKeeper's default
     /// limits, so what fits here can be copied to either.
     pub max_value_bytes: usize,
@@ -69,6 +74,7 @@ impl Default for LocalOptions {
         LocalOptions {
             lock_ttl: Duration::from_secs(30),
             poll_interval: Duration::from_millis(10),
+            file_notifications: true,
             max_value_bytes: ValueLimit::smallest_default(MAX_VALUE_SETTING).max,
         }
     }
@@ -104,7 +110,7 @@ impl Factory for LocalFactory {
             match stores.get(&path) {
                 Some(s) => s.clone(),
                 None => {
-                    let s = Store::open(&path, self.options.poll_interval)?;
+                    let s = Store::open(&path, &self.options)?;
                     stores.insert(path.clone(), s.clone());
                     s
                 }
@@ -155,7 +161,7 @@ impl LocalConn {
     /// # Errors
     /// When the file or its folder cannot be created or opened.
     pub fn open(path: &Path, root: &str, options: LocalOptions) -> Result<Self> {
-        let store = Store::open(path, options.poll_interval)?;
+        let store = Store::open(path, &options)?;
         Ok(Self::with_store(store, root, options))
     }
 

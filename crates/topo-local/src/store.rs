@@ -5,6 +5,15 @@
 //! and appends a row to the `changes` log. One poller task per opened store reads new log
 //! rows (after a cheap `PRAGMA data_version` check) and fans them out to this process's
 //! watchers, so a change made by any process reaches every process's watchers.
+//!
+//! The poller sleeps until the file changes. After each commit a writer rewrites one byte of
+//! a wake-up file beside the database (`<file>-wake`); the operating system's file
+//! notifications (inotify on Linux) on the database's folder wake every process's poller,
+//! so a change reaches another process's watchers in well under a millisecond without a
+//! busy loop. (The `-wal` file's own notifications come too early: a commit finishes by
+//! updating the shared-memory index, which sends none.) A slow timer stays as a fallback
+//! for file systems that send no notifications; without notifications the poll interval is
+//! the configured one.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +33,9 @@ const CHANGE_LOG_KEEP: i64 = 10_000;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often expired leases are swept.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// The poller's timer while file notifications wake it: only a safety net for a missed
+/// notification (and the lease sweep's clock).
+const NOTIFIED_POLL: Duration = SWEEP_EVERY;
 
 /// Milliseconds since the Unix epoch (lease clocks are the host's wall clock, shared by
 /// every process on the host).
@@ -253,6 +265,12 @@ pub(crate) struct Store {
     /// Woken after every batch of changes the poller sees.
     pub(crate) changed: Notify,
     pub(crate) poll_interval: Duration,
+    /// Woken when the file may have changed (a file notification, or a write of ours).
+    file_changed: Arc<Notify>,
+    /// Keeps the file notifications coming; `None` when the system cannot send them.
+    _file_watcher: Option<notify::RecommendedWatcher>,
+    /// The wake-up file rewritten after each commit; `None` when it cannot be opened.
+    wake_file: Option<std::fs::File>,
 }
 
 impl std::fmt::Debug for Store {
@@ -269,7 +287,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Store {
     /// Opens (creating when needed) the database at `path` and starts its poller.
-    pub(crate) fn open(path: &Path, poll_interval: Duration) -> Result<Arc<Store>> {
+    pub(crate) fn open(path: &Path, options: &crate::LocalOptions) -> Result<Arc<Store>> {
+        let poll_interval = options.poll_interval;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 TopoError::backend(
@@ -290,6 +309,23 @@ impl Store {
                 r.get(0)
             })
             .map_err(|e| convert(e, &path.display().to_string()))?;
+        let wake_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(wake_path(path))
+            .map_err(|e| tracing::debug!(path = %path.display(), "no wake-up file: {e}"))
+            .ok();
+        let file_changed = Arc::new(Notify::new());
+        let file_watcher = options
+            .file_notifications
+            .then(|| watch_file(path, file_changed.clone()))
+            .flatten();
+        let poll_interval = if file_watcher.is_some() {
+            NOTIFIED_POLL.max(poll_interval)
+        } else {
+            poll_interval
+        };
         let store = Arc::new(Store {
             path: path.to_path_buf(),
             reader: Mutex::new(reader),
@@ -297,6 +333,9 @@ impl Store {
             watchers: Mutex::new(Watchers::default()),
             changed: Notify::new(),
             poll_interval,
+            file_changed,
+            _file_watcher: file_watcher,
+            wake_file,
         });
         tokio::spawn(poll(Arc::downgrade(&store), poller, start_seq));
         Ok(store)
@@ -327,16 +366,31 @@ impl Store {
         // On a multi-threaded runtime the write runs right here, with the runtime told that
         // this thread may block (no hand-off to another thread); elsewhere it moves to the
         // blocking pool.
-        if tokio::runtime::Handle::current().runtime_flavor()
+        let result = if tokio::runtime::Handle::current().runtime_flavor()
             == tokio::runtime::RuntimeFlavor::MultiThread
         {
-            return tokio::task::block_in_place(|| run_write(&self.writer, what, f));
+            tokio::task::block_in_place(|| run_write(&self.writer, what, f))
+        } else {
+            let writer = self.writer.clone();
+            let what = what.to_string();
+            tokio::task::spawn_blocking(move || run_write(&writer, &what, f))
+                .await
+                .map_err(|e| TopoError::backend("local", "write task failed", e))?
+        };
+        self.committed();
+        result
+    }
+
+    /// Tells every process's poller that a commit is complete.
+    fn committed(&self) {
+        use std::os::unix::fs::FileExt;
+        if let Some(f) = &self.wake_file {
+            if let Err(e) = f.write_at(&[0], 0) {
+                tracing::debug!(path = %self.path.display(), "writing the wake-up file: {e}");
+            }
         }
-        let writer = self.writer.clone();
-        let what = what.to_string();
-        tokio::task::spawn_blocking(move || run_write(&writer, &what, f))
-            .await
-            .map_err(|e| TopoError::backend("local", "write task failed", e))?
+        // Our own watchers need not wait for the file notification.
+        self.file_changed.notify_one();
     }
 
     /// As [`Store::write`], on the calling thread (for `Drop` cleanups).
@@ -345,7 +399,9 @@ impl Store {
         what: &str,
         f: impl FnOnce(&Write<'_>) -> Result<T>,
     ) -> Result<T> {
-        run_write(&self.writer, what, f)
+        let result = run_write(&self.writer, what, f);
+        self.committed();
+        result
     }
 
     /// Holds the watcher lists: a watch registers under this guard after reading its
@@ -541,8 +597,54 @@ async fn poll(store: Weak<Store>, conn: Connection, mut last_seq: i64) {
             // Lock waiters also re-check on a timer for expiries that log no change.
             s.changed.notify_waiters();
         }
+        let woken = s.file_changed.clone();
         drop(s);
-        tokio::time::sleep(interval).await;
+        tokio::select! {
+            _ = woken.notified() => {}
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// The wake-up file of the database at `path`.
+fn wake_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push("-wake");
+    PathBuf::from(name)
+}
+
+/// Asks the operating system to call `changed` whenever the database at `path` or its
+/// `-wal`/`-shm` companions change. `None` (polling only) when it cannot.
+fn watch_file(path: &Path, changed: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let name = path.file_name()?.to_os_string();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let handler = move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        let ours = event.paths.iter().any(|p| {
+            p.file_name()
+                .is_some_and(|f| f.as_encoded_bytes().starts_with(name.as_encoded_bytes()))
+        });
+        if ours && matches!(event.kind, EventKind::Modify(_) | EventKind::Create(_)) {
+            changed.notify_one();
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::debug!(path = %path.display(), "no file notifications, polling: {e}");
+            return None;
+        }
+    };
+    match watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        Ok(()) => Some(watcher),
+        Err(e) => {
+            tracing::debug!(path = %path.display(), "no file notifications, polling: {e}");
+            None
+        }
     }
 }
 

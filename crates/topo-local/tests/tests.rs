@@ -129,6 +129,7 @@ async fn recursive_watch_converges_after_a_log_trim() {
         "/r",
         LocalOptions {
             poll_interval: slow_poll,
+            file_notifications: false,
             ..Default::default()
         },
     )
