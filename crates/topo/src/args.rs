@@ -812,6 +812,17 @@ pub(crate) enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Serve the live topology browser, its JSON API (/api) and Prometheus metrics
+    /// (/metrics). Example: topo serve --listen 127.0.0.1:15000
+    #[command(name = "serve")]
+    Serve {
+        /// Address to listen on (loopback unless you say otherwise).
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        listen: std::net::SocketAddr,
+        /// Allow saving files from the browser (compare-and-set on their version).
+        #[arg(long = "allow-writes", alias = "allow_writes")]
+        allow_writes: bool,
+    },
     /// Print a shell completion script. Example: topo completion bash > /etc/bash_completion.d/topo
     #[command(name = "completion")]
     Completion {

@@ -7,6 +7,7 @@ mod keyspaces;
 mod lock;
 mod migrate;
 mod raw;
+mod serve;
 mod serving;
 mod tablets;
 
@@ -225,6 +226,10 @@ async fn dispatch(
         C::VerifyBackup { file } => migrate::verify_backup(&file)?,
         C::Doctor { stale_after } => return doctor::run(ts, stale_after).await,
         C::Demo { force } => demo::run(ts, g, force).await?,
+        C::Serve {
+            listen,
+            allow_writes,
+        } => serve::run(ts, listen, allow_writes).await?,
         C::Completion { .. } | C::LockSupervise { .. } => {
             unreachable!("handled before opening the topology")
         }
