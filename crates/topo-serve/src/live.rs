@@ -153,9 +153,11 @@ async fn watch_cell(live: Arc<Live>, cell: String, conn: Arc<dyn Conn>) {
     }
 }
 
-/// Polls the paths and versions of every file of a cell; returns when a read fails.
+/// Polls the paths and versions of every file of a cell; returns when a read fails. A poll
+/// counts as an open watch.
 async fn poll_cell(live: &Live, cell: &str, conn: &dyn Conn) {
     let mut last: Option<Vec<(String, String)>> = None;
+    live.open_watches.fetch_add(1, Ordering::Relaxed);
     loop {
         match model::all_files(conn).await {
             Ok(files) => {
@@ -170,6 +172,7 @@ async fn poll_cell(live: &Live, cell: &str, conn: &dyn Conn) {
                 last = Some(now);
             }
             Err(e) => {
+                live.open_watches.fetch_sub(1, Ordering::Relaxed);
                 live.watch_errors.fetch_add(1, Ordering::Relaxed);
                 live.set_status(cell, Some(&e));
                 return;

@@ -10,7 +10,7 @@ type CounterOf = fn(&OpStats) -> String;
 /// Counts that a program embedding Toposphere keeps besides the per-operation statistics.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ExtraCounts {
-    /// Watches open now.
+    /// Watches (or polls) open now.
     pub open_watches: u64,
     /// Changes the watches delivered.
     pub watch_events: u64,
@@ -84,7 +84,7 @@ pub fn render(stats: &TopoStats, extra: &ExtraCounts) -> String {
         (
             "toposphere_serve_watches_open",
             "gauge",
-            "Watches the browser holds open.",
+            "Watches (or polls, where the backend has no recursive watch) the browser holds open.",
             extra.open_watches,
         ),
         (

@@ -10,6 +10,8 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use topo_core::wrap::{ConnHook, HookedConn, Op};
+use topo_core::{Conn, Factory, TopoError};
 use topo_etcd::{EtcdFactory, EtcdOptions};
 use topo_local::{LocalFactory, LocalOptions};
 use topo_proto::topodata::srv_keyspace::KeyspacePartition;
@@ -18,6 +20,8 @@ use topo_proto::topodata::{
 };
 use topo_serve::{router, App, ServeOptions};
 use topo_testkit::etcd::EtcdCluster;
+use topo_testkit::zk::ZkCluster;
+use topo_zk::{ZkFactory, ZkOptions};
 use toposphere::{Registry, Server, ServerConfig};
 use tower::ServiceExt;
 
@@ -25,6 +29,10 @@ fn registry() -> Registry {
     let mut r = Registry::with_memory();
     r.register(Arc::new(LocalFactory::new(LocalOptions::default())));
     r.register(Arc::new(EtcdFactory::new(EtcdOptions {
+        remote_operation_timeout: Duration::from_secs(3),
+        ..Default::default()
+    })));
+    r.register(Arc::new(ZkFactory::new(ZkOptions {
         remote_operation_timeout: Duration::from_secs(3),
         ..Default::default()
     })));
@@ -510,6 +518,75 @@ async fn changes_reach_the_event_stream_on_etcd() {
 }
 
 #[tokio::test]
+async fn changes_reach_the_event_stream_on_zookeeper() {
+    if !topo_testkit::zk::require() {
+        return;
+    }
+    let zk = ZkCluster::standalone().unwrap();
+    zk.wait_ready(Duration::from_secs(30)).unwrap();
+    let ts = open("zk2", &zk.addrs()).await;
+    build_demo(&ts, &zk.addrs()).await;
+    change_reaches_event_stream(ts).await;
+}
+
+/// Refuses recursive watches, as a backend without them does.
+#[derive(Debug)]
+struct NoRecursiveWatch;
+
+#[async_trait::async_trait]
+impl ConnHook for NoRecursiveWatch {
+    type Permit = ();
+
+    async fn before(&self, op: Op, _path: &str) -> topo_core::Result<()> {
+        if op == Op::WatchRecursive {
+            return Err(TopoError::NoImplementation(
+                "no recursive watches here".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn after(&self, _op: Op, _permit: (), _error: Option<&TopoError>) {}
+}
+
+/// The embedded store with its recursive watches refused.
+#[derive(Debug)]
+struct WithoutRecursiveWatch(LocalFactory);
+
+#[async_trait::async_trait]
+impl Factory for WithoutRecursiveWatch {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn create(
+        &self,
+        cell: &str,
+        address: &str,
+        root: &str,
+    ) -> topo_core::Result<Arc<dyn Conn>> {
+        let inner = self.0.create(cell, address, root).await?;
+        Ok(Arc::new(HookedConn::new(inner, NoRecursiveWatch)))
+    }
+}
+
+/// A backend without recursive watches is polled, and changes still arrive.
+#[tokio::test]
+async fn changes_reach_the_event_stream_by_polling() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("topo.db").display().to_string();
+    let factory = Arc::new(WithoutRecursiveWatch(LocalFactory::new(
+        LocalOptions::default(),
+    )));
+    let ts = Server::open_with_factory(factory, &db, "/vitess/global", ServerConfig::default())
+        .await
+        .unwrap();
+    build_demo(&ts, &db).await;
+    assert!(ts.global().watch_recursive("/").await.is_err());
+    change_reaches_event_stream(ts).await;
+}
+
+#[tokio::test]
 async fn lost_topology_shows_banner_and_last_known_data() {
     let Some(mut cluster) = etcd() else { return };
     let ts = open("etcd2", &cluster.endpoints()).await;
@@ -551,4 +628,35 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
         .await
         .unwrap();
     out
+}
+
+/// Every read the README's browser section shows with `curl` answers 200 on the demo.
+#[tokio::test]
+async fn readme_curl_reads_answer() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("## Topology browser")
+        .nth(1)
+        .expect("a Topology browser section")
+        .split("\n## ")
+        .next()
+        .unwrap_or_default();
+    let (_dir, ts) = local_demo().await;
+    let app = App::new(ts, ServeOptions::default());
+    let mut checked = 0;
+    for line in section
+        .lines()
+        .filter(|l| l.starts_with("curl -s ") && !l.contains(" -X "))
+    {
+        let uri = line
+            .split("localhost:15000")
+            .nth(1)
+            .and_then(|rest| rest.split(['\'', ' ']).next())
+            .unwrap_or_else(|| panic!("no URL in {line:?}"));
+        let (status, body) = call(&app, "GET", uri, "").await;
+        assert_eq!(status, StatusCode::OK, "{line}: {body}");
+        checked += 1;
+    }
+    assert!(checked >= 9, "only {checked} curl lines found");
 }
