@@ -363,3 +363,16 @@ pub fn locks(v: &LocksView) -> String {
     }
     out
 }
+
+/// The sign-in page: a form posting the token to `/login` (no live script: nothing else is
+/// allowed before signing in).
+pub fn login(error: Option<&str>) -> String {
+    format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sign in · Toposphere</title><style>{STYLE}</style></head>
+<body><header><b>Toposphere</b></header><main><h2>Sign in</h2>{}<form method="post" action="/login">
+<label>Token <input type="password" name="token" autocomplete="current-password" autofocus></label> <button>Sign in</button></form></main></body></html>"#,
+        error
+            .map(|e| format!("<p class=\"bad\">{}</p>", esc(e)))
+            .unwrap_or_default()
+    )
+}

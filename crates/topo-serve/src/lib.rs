@@ -15,6 +15,7 @@
 //! # }
 //! ```
 
+pub mod access;
 pub mod html;
 pub mod live;
 pub mod metrics;
@@ -50,6 +51,10 @@ pub struct ServeOptions {
     pub allow_writes: bool,
     /// Locks held longer than this are flagged stale.
     pub stale_lock_after: Duration,
+    /// When set, every request but `/login` needs this bearer token.
+    pub token: Option<access::Token>,
+    /// When set, connections are TLS (HTTP/1.1 over rustls).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServeOptions {
@@ -57,6 +62,8 @@ impl Default for ServeOptions {
         ServeOptions {
             allow_writes: false,
             stale_lock_after: Duration::from_secs(600),
+            token: None,
+            tls: None,
         }
     }
 }
@@ -95,7 +102,8 @@ impl App {
     }
 }
 
-/// Serves the browser on `listener` until `shutdown` completes, with live updates.
+/// Serves the browser on `listener` until `shutdown` completes, with live updates (over
+/// TLS when [`ServeOptions::tls`] is set).
 ///
 /// # Errors
 /// When the listener fails.
@@ -105,18 +113,71 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let tls = options.tls.clone();
     let app = App::new(ts.clone(), options);
     let watcher = tokio::spawn(live::run(ts, app.live().clone()));
-    let result = axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = match tls {
+        Some(config) => serve_tls(listener, router(app), config, shutdown).await,
+        None => {
+            axum::serve(listener, router(app))
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    };
     watcher.abort();
     result
 }
 
-/// The routes: pages, `/events`, `/metrics` and `/api/...`.
+/// How long a client has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts TLS connections and serves HTTP/1.1 on each until `shutdown` completes.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    config: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            };
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .with_upgrades()
+                .await
+            {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// The routes: pages, `/events`, `/metrics` and `/api/...`, behind the token when one is
+/// set.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let token = app.options.token.clone();
+    let routes = Router::new()
         .route("/", get(overview_page))
         .route("/keyspace/{ks}", get(keyspace_page))
         .route("/tree", get(tree_page))
@@ -132,7 +193,65 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/tree", get(api_tree))
         .route("/api/file", get(api_file).put(api_put_file))
         .route("/api/locks", get(api_locks))
-        .with_state(app)
+        .route("/login", get(login_form).post(login))
+        .with_state(app);
+    match token {
+        Some(token) => routes.layer(axum::middleware::from_fn_with_state(
+            token,
+            access::require_token,
+        )),
+        None => routes,
+    }
+}
+
+/// The sign-in form for browsers (they cannot send an `Authorization` header themselves).
+async fn login_form() -> Html<String> {
+    Html(html::login(None))
+}
+
+/// Form of `/login`.
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+impl std::fmt::Debug for LoginForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoginForm(<redacted>)")
+    }
+}
+
+/// Checks the token and keeps it in an HTTP-only cookie for the pages and their script.
+async fn login(State(app): State<Arc<App>>, axum::Form(form): axum::Form<LoginForm>) -> Response {
+    let Some(token) = &app.options.token else {
+        return axum::response::Redirect::to("/").into_response();
+    };
+    let cookie_safe = form
+        .token
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b';');
+    if !cookie_safe || !token.matches(form.token.as_bytes()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Html(html::login(Some("That is not the token."))),
+        )
+            .into_response();
+    }
+    let secure = if app.options.tls.is_some() {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{}={}; HttpOnly; SameSite=Strict; Path=/{secure}",
+        access::TOKEN_COOKIE,
+        form.token
+    );
+    (
+        [(header::SET_COOKIE, cookie)],
+        axum::response::Redirect::to("/"),
+    )
+        .into_response()
 }
 
 /// An error as the API returns it: a status and `{"error": message}`.

@@ -645,10 +645,9 @@ async fn readme_curl_reads_answer() {
     let (_dir, ts) = local_demo().await;
     let app = App::new(ts, ServeOptions::default());
     let mut checked = 0;
-    for line in section
-        .lines()
-        .filter(|l| l.starts_with("curl -s ") && !l.contains(" -X "))
-    {
+    for line in section.lines().filter(|l| {
+        l.starts_with("curl -s localhost:15000") || l.starts_with("curl -s 'localhost:15000")
+    }) {
         let uri = line
             .split("localhost:15000")
             .nth(1)

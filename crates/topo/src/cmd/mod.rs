@@ -229,7 +229,19 @@ async fn dispatch(
         C::Serve {
             listen,
             allow_writes,
-        } => serve::run(ts, listen, allow_writes).await?,
+            tls_cert,
+            tls_key,
+            token_file,
+            insecure,
+        } => {
+            let how = serve::How {
+                allow_writes,
+                tls: tls_cert.zip(tls_key),
+                token_file,
+                insecure,
+            };
+            serve::run(ts, listen, how).await?
+        }
         C::Completion { .. } | C::LockSupervise { .. } => {
             unreachable!("handled before opening the topology")
         }
