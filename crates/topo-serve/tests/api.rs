@@ -409,6 +409,42 @@ async fn locks_and_elections_show_holders_and_leaders() {
     assert_eq!(v["elections"][0]["name"], "vtctld");
     assert_eq!(v["elections"][0]["leader"], "leader-1:15999");
 
+    // A second locker queues behind the holder; a lock held past the threshold is stale.
+    let waiter = tokio::spawn({
+        let ts = ts.clone();
+        async move { ts.lock_keyspace("customer", "queued test").await }
+    });
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let strict = App::new(
+        ts.clone(),
+        ServeOptions {
+            stale_lock_after: Duration::from_millis(500),
+            ..ServeOptions::default()
+        },
+    );
+    let v = get_json(&strict, "/api/locks").await;
+    let locks = v["locks"].as_array().unwrap();
+    assert_eq!(locks.len(), 2, "{v}");
+    assert_eq!(locks[0]["holder"], true, "{v}");
+    assert!(
+        locks[0]["action"]
+            .as_str()
+            .unwrap()
+            .contains("resharding test"),
+        "{v}"
+    );
+    assert_eq!(locks[0]["stale"], true, "{v}");
+    assert_eq!(locks[1]["holder"], false, "{v}");
+    assert!(
+        locks[1]["action"].as_str().unwrap().contains("queued test"),
+        "{v}"
+    );
+
+    let (_, page) = call(&strict, "GET", "/locks", "").await;
+    assert!(
+        page.contains("held, STALE") && page.contains("waiting"),
+        "{page}"
+    );
     let (_, page) = call(&app, "GET", "/locks", "").await;
     assert!(
         page.contains("keyspaces/customer") && page.contains("leader-1:15999"),
@@ -416,6 +452,7 @@ async fn locks_and_elections_show_holders_and_leaders() {
     );
     election.stop().await;
     lock.unlock().await.unwrap();
+    waiter.await.unwrap().unwrap().unlock().await.unwrap();
     let v = get_json(&app, "/api/locks").await;
     assert!(v["locks"].as_array().unwrap().is_empty(), "{v}");
 }

@@ -268,3 +268,39 @@ async fn browser_shows_the_demo_live() {
         std::panic::resume_unwind(e.into_panic());
     }
 }
+
+/// Off loopback without TLS and a token, `topo serve` refuses before listening.
+#[test]
+fn serve_refuses_to_listen_off_loopback_unprotected() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    for (args, needle) in [
+        (
+            vec!["serve", "--listen", "0.0.0.0:0"],
+            "requires --tls-cert, --tls-key and --token-file",
+        ),
+        (
+            vec![
+                "serve",
+                "--listen",
+                "0.0.0.0:0",
+                "--insecure",
+                "--allow-writes",
+            ],
+            "--allow-writes on 0.0.0.0:0, which is not a loopback address, requires --token-file",
+        ),
+        (vec!["serve", "--tls-cert", "missing.pem"], "--tls-key"),
+    ] {
+        let out = Command::new(topo_bin())
+            .current_dir(dir.path())
+            .args(["--topo-global-server-address", &store(dir.path())])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains("t0ken"));
+    }
+}
