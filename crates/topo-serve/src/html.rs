@@ -52,19 +52,30 @@ th{background:#eef1f5}.bad{color:#b00020;font-weight:600}.bad-row{background:#ff
 const SCRIPT: &str = r#"
 (function(){
   const main=document.getElementById('content'), banner=document.getElementById('banner');
-  let busy=false, again=false;
+  let busy=false, again=false, flash='';
   function show(msg){banner.textContent=msg;banner.className='on';}
   function hide(){banner.textContent='';banner.className='';}
   async function refresh(){
     if(busy){again=true;return;}
-    // Never replace a form the user is typing in.
-    if(document.activeElement&&document.activeElement.tagName==='TEXTAREA'){return;}
+    // Never replace an edit in progress; say that the page is behind instead.
+    const ed=document.getElementById('editor');
+    if(ed&&ed.value!==ed.defaultValue){
+      const m=document.getElementById('save-msg');
+      if(m&&!m.textContent){m.className='msg muted';m.textContent='The topology changed while you were editing; your edit is kept. Reload to see the changes.';}
+      return;
+    }
     busy=true;
     try{
       const u=new URL(location.href);u.searchParams.set('fragment','1');
       const r=await fetch(u,{cache:'no-store'});
       const t=await r.text();
-      if(r.ok){main.innerHTML=t;document.body.dataset.updated=String(Date.now());}
+      if(r.ok){
+        main.innerHTML=t;document.body.dataset.updated=String(Date.now());
+        // Keep the outcome of a save visible across the refresh it causes.
+        const m=document.getElementById('save-msg');
+        if(m&&flash){m.className='msg ok';m.textContent=flash;}
+        flash='';
+      }
       else if(r.status===503){show('Lost connection to the topology ('+(r.headers.get('x-topo-error')||'unavailable')+'); showing the last known data.');}
     }catch(e){show('Lost connection to topo serve; showing the last known data.');}
     busy=false;
@@ -87,7 +98,7 @@ const SCRIPT: &str = r#"
     const j=await r.json().catch(()=>({}));
     out.className='msg '+(r.ok?'ok':'bad');
     out.textContent=r.ok?('Saved: now version '+j.version+'.'):(j.error||('HTTP '+r.status));
-    if(r.ok){document.activeElement.blur();refresh();}
+    if(r.ok){flash=out.textContent;document.getElementById('editor').defaultValue=body;refresh();}
   };
 })();
 "#;

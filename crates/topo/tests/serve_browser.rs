@@ -113,6 +113,90 @@ async fn wait_js(c: &Client, check: &str) -> Duration {
     }
 }
 
+/// Starts `topo serve` on a free loopback port with `extra` flags; returns it and its port.
+fn start_serve(dir: &Path, extra: &[&str]) -> (ServerProcess, u16) {
+    let port = free_port().unwrap();
+    let mut args = vec![
+        "--topo-global-server-address".to_string(),
+        store(dir),
+        "serve".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let log = dir.join(format!("serve-{port}.log"));
+    let process = ServerProcess::spawn(&topo_bin(), &args, &log).unwrap();
+    wait_listening(port, "topo serve");
+    (process, port)
+}
+
+/// The durability policy of `commerce`, read with the CLI.
+fn durability(dir: &Path) -> String {
+    let out = topo(dir, &["GetKeyspace", "commerce"]);
+    let v: Value = serde_json::from_str(&out[out.find('{').expect("JSON")..]).unwrap();
+    v["keyspace"]["durability_policy"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// With --allow-writes: a save from the page is a compare-and-set; a change made first by
+/// someone else makes it fail with a clear message and nothing written.
+async fn edit(c: &Client, base: &str, dir: &Path) {
+    let page = format!("{base}tree?cell=global&path=/keyspaces/commerce/Keyspace");
+    let set_policy = |policy: &str| {
+        format!(
+            "const e = document.getElementById('editor'); const j = JSON.parse(e.value); \
+             j.durability_policy = '{policy}'; e.value = JSON.stringify(j, null, 2);"
+        )
+    };
+    c.goto(&page).await.unwrap();
+    wait_js(c, "document.getElementById('editor') !== null").await;
+    c.execute(&set_policy("none"), vec![]).await.unwrap();
+    topo(
+        dir,
+        &[
+            "SetKeyspaceDurabilityPolicy",
+            "--durability-policy",
+            "cross_cell",
+            "commerce",
+        ],
+    );
+    wait_js(
+        c,
+        "document.getElementById('save-msg').textContent.includes('changed while you were editing')",
+    )
+    .await;
+    c.find(Locator::Css("#save"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        c,
+        "document.getElementById('save-msg').textContent.includes('someone changed /keyspaces/commerce/Keyspace first')",
+    )
+    .await;
+    assert_eq!(durability(dir), "cross_cell", "nothing was written");
+
+    c.goto(&page).await.unwrap();
+    wait_js(c, "document.getElementById('editor') !== null").await;
+    c.execute(&set_policy("none"), vec![]).await.unwrap();
+    c.find(Locator::Css("#save"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        c,
+        "document.getElementById('save-msg').textContent.startsWith('Saved: now version')",
+    )
+    .await;
+    assert_eq!(durability(dir), "none");
+}
+
 /// Runs the scenario.
 async fn scenario(c: &Client, base: &str, dir: &Path) {
     // The overview shows both keyspaces.
@@ -231,19 +315,8 @@ async fn browser_shows_the_demo_live() {
     );
     assert!(!demo.contains("not built yet"), "{demo}");
 
-    let port = free_port().unwrap();
-    let _serve = {
-        let log = dir.path().join("serve.log");
-        let args = [
-            "--topo-global-server-address".to_string(),
-            store(dir.path()),
-            "serve".into(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-        ];
-        ServerProcess::spawn(&topo_bin(), &args, &log).unwrap()
-    };
-    wait_listening(port, "topo serve");
+    let (_serve, port) = start_serve(dir.path(), &[]);
+    let (_writable, writable_port) = start_serve(dir.path(), &["--allow-writes"]);
     let driver_port = free_port().unwrap();
     let _driver = ServerProcess::spawn(
         &topo_testkit::find_binary(CHROMEDRIVER).unwrap(),
@@ -256,11 +329,15 @@ async fn browser_shows_the_demo_live() {
     let profile = dir.path().join("chromium-profile");
     let client = connect(driver_port, &profile).await;
     let base = format!("http://127.0.0.1:{port}/");
+    let writable = format!("http://127.0.0.1:{writable_port}/");
     // Close the browser even when the scenario fails, then report the failure.
     let outcome = tokio::spawn({
         let client = client.clone();
         let dir = dir.path().to_path_buf();
-        async move { scenario(&client, &base, &dir).await }
+        async move {
+            scenario(&client, &base, &dir).await;
+            edit(&client, &writable, &dir).await;
+        }
     })
     .await;
     let _ = client.close().await;
