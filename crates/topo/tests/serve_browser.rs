@@ -27,10 +27,39 @@ fn store(dir: &Path) -> String {
 
 /// Runs `topo args…` on the store in `dir`, expecting success; returns stdout.
 fn topo(dir: &Path, args: &[&str]) -> String {
+    topo_on(dir, &Backend::local(dir), args)
+}
+
+/// A topology: implementation and global server address.
+#[derive(Clone, Debug)]
+struct Backend {
+    implementation: String,
+    address: String,
+}
+
+impl Backend {
+    /// The embedded store in `dir`.
+    fn local(dir: &Path) -> Self {
+        Backend {
+            implementation: "local".into(),
+            address: store(dir),
+        }
+    }
+
+    fn flags(&self) -> [String; 4] {
+        [
+            "--topo-implementation".into(),
+            self.implementation.clone(),
+            "--topo-global-server-address".into(),
+            self.address.clone(),
+        ]
+    }
+}
+
+/// Runs `topo args…` in `dir` on `backend`, expecting success; returns stdout.
+fn topo_on(dir: &Path, backend: &Backend, args: &[&str]) -> String {
     let mut c = Command::new(topo_bin());
-    c.current_dir(dir)
-        .args(["--topo-global-server-address", &store(dir)])
-        .args(args);
+    c.current_dir(dir).args(backend.flags()).args(args);
     for v in [
         "TOPO_IMPLEMENTATION",
         "TOPO_GLOBAL_SERVER_ADDRESS",
@@ -113,16 +142,16 @@ async fn wait_js(c: &Client, check: &str) -> Duration {
     }
 }
 
-/// Starts `topo serve` on a free loopback port with `extra` flags; returns it and its port.
-fn start_serve(dir: &Path, extra: &[&str]) -> (ServerProcess, u16) {
+/// Starts `topo serve` on `backend` on a free loopback port with `extra` flags; returns it
+/// and its port.
+fn start_serve(dir: &Path, backend: &Backend, extra: &[&str]) -> (ServerProcess, u16) {
     let port = free_port().unwrap();
-    let mut args = vec![
-        "--topo-global-server-address".to_string(),
-        store(dir),
+    let mut args = backend.flags().to_vec();
+    args.extend([
         "serve".into(),
         "--listen".into(),
         format!("127.0.0.1:{port}"),
-    ];
+    ]);
     args.extend(extra.iter().map(|a| a.to_string()));
     let log = dir.join(format!("serve-{port}.log"));
     let process = ServerProcess::spawn(&topo_bin(), &args, &log).unwrap();
@@ -296,11 +325,38 @@ async fn scenario(c: &Client, base: &str, dir: &Path) {
     .await;
 }
 
+/// Whether the browser tests can run (Chromium and chromedriver installed).
+fn browser_available() -> bool {
+    topo_testkit::require_binary(CHROMIUM, "the browser tests")
+        && topo_testkit::require_binary(CHROMEDRIVER, "the browser tests")
+}
+
+/// Starts chromedriver and a headless Chromium session, runs `test` with it, and closes the
+/// browser even when `test` fails (then reports the failure).
+async fn with_browser<F, Fut>(dir: &Path, test: F)
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let driver_port = free_port().unwrap();
+    let _driver = ServerProcess::spawn(
+        &topo_testkit::find_binary(CHROMEDRIVER).unwrap(),
+        &[format!("--port={driver_port}")],
+        &dir.join("chromedriver.log"),
+    )
+    .unwrap();
+    wait_listening(driver_port, "chromedriver");
+    let client = connect(driver_port, &dir.join("chromium-profile")).await;
+    let outcome = tokio::spawn(test(client.clone())).await;
+    let _ = client.close().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_shows_the_demo_live() {
-    if !topo_testkit::require_binary(CHROMIUM, "the browser tests")
-        || !topo_testkit::require_binary(CHROMEDRIVER, "the browser tests")
-    {
+    if !browser_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -315,35 +371,63 @@ async fn browser_shows_the_demo_live() {
     );
     assert!(!demo.contains("not built yet"), "{demo}");
 
-    let (_serve, port) = start_serve(dir.path(), &[]);
-    let (_writable, writable_port) = start_serve(dir.path(), &["--allow-writes"]);
-    let driver_port = free_port().unwrap();
-    let _driver = ServerProcess::spawn(
-        &topo_testkit::find_binary(CHROMEDRIVER).unwrap(),
-        &[format!("--port={driver_port}")],
-        &dir.path().join("chromedriver.log"),
-    )
-    .unwrap();
-    wait_listening(driver_port, "chromedriver");
-
-    let profile = dir.path().join("chromium-profile");
-    let client = connect(driver_port, &profile).await;
+    let local = Backend::local(dir.path());
+    let (_serve, port) = start_serve(dir.path(), &local, &[]);
+    let (_writable, writable_port) = start_serve(dir.path(), &local, &["--allow-writes"]);
     let base = format!("http://127.0.0.1:{port}/");
     let writable = format!("http://127.0.0.1:{writable_port}/");
-    // Close the browser even when the scenario fails, then report the failure.
-    let outcome = tokio::spawn({
-        let client = client.clone();
-        let dir = dir.path().to_path_buf();
-        async move {
-            scenario(&client, &base, &dir).await;
-            edit(&client, &writable, &dir).await;
-        }
+    let path = dir.path().to_path_buf();
+    with_browser(dir.path(), |c| async move {
+        scenario(&c, &base, &path).await;
+        edit(&c, &writable, &path).await;
     })
     .await;
-    let _ = client.close().await;
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
+}
+
+/// When the topology stops answering, an open page shows a banner and keeps its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_keeps_the_last_data_when_the_topology_is_lost() {
+    if !browser_available() || !topo_testkit::require_binary("etcd", "the browser tests on etcd") {
+        return;
     }
+    let dir = tempfile::tempdir().unwrap();
+    let mut etcd = topo_testkit::etcd::EtcdCluster::single().unwrap();
+    let backend = Backend {
+        implementation: "etcd2".into(),
+        address: etcd.endpoints(),
+    };
+    topo_on(dir.path(), &backend, &["demo"]);
+    let (_serve, port) = start_serve(dir.path(), &backend, &["--remote-operation-timeout", "2s"]);
+    let base = format!("http://127.0.0.1:{port}/");
+    let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
+    let (killed_tx, killed_rx) = tokio::sync::oneshot::channel::<()>();
+    let browser = with_browser(dir.path(), |c| async move {
+        c.goto(&base).await.unwrap();
+        wait_js(
+            &c,
+            "document.querySelectorAll('#keyspaces a.keyspace').length === 2",
+        )
+        .await;
+        opened_tx.send(()).unwrap();
+        killed_rx.await.unwrap();
+        wait_js(
+            &c,
+            "document.getElementById('banner').className === 'on' && \
+             document.getElementById('banner').textContent.includes('Lost connection to the topology')",
+        )
+        .await;
+        wait_js(
+            &c,
+            "document.querySelectorAll('#keyspaces a.keyspace').length === 2",
+        )
+        .await;
+    });
+    let killer = async {
+        opened_rx.await.unwrap();
+        etcd.member_mut(0).kill();
+        killed_tx.send(()).unwrap();
+    };
+    tokio::join!(browser, killer);
 }
 
 /// Off loopback without TLS and a token, `topo serve` refuses before listening.
