@@ -816,6 +816,29 @@ pub(crate) enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Serve the live topology browser, its JSON API (/api) and Prometheus metrics
+    /// (/metrics). Example: topo serve --listen 127.0.0.1:15000
+    #[command(name = "serve")]
+    Serve {
+        /// Address to listen on (loopback unless you say otherwise).
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        listen: std::net::SocketAddr,
+        /// Allow saving files from the browser (compare-and-set on their version).
+        #[arg(long = "allow-writes", alias = "allow_writes")]
+        allow_writes: bool,
+        /// TLS certificate chain (PEM); with --tls-key, serve HTTPS.
+        #[arg(long = "tls-cert", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM).
+        #[arg(long = "tls-key", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// File holding the bearer token every request must carry (required off loopback).
+        #[arg(long = "token-file")]
+        token_file: Option<PathBuf>,
+        /// Serve off loopback without TLS or token anyway (prints a warning on every start).
+        #[arg(long)]
+        insecure: bool,
+    },
     /// Print a shell completion script. Example: topo completion bash > /etc/bash_completion.d/topo
     #[command(name = "completion")]
     Completion {

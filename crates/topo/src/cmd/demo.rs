@@ -225,8 +225,21 @@ pub(crate) async fn run(ts: &Server, g: &GlobalArgs, force: bool) -> Result<()> 
     crate::out!("  topo TopoLs -R /");
     crate::out!("  topo TopoCat --decode-proto-json /keyspaces/*/shards/*/Shard");
     crate::out!("  topo doctor");
-    crate::out!(
-        "(The web topology browser is not built yet; these commands show everything it would.)"
-    );
+    crate::out!();
+    crate::out!("Browse it live (overview, tree, locks and elections; JSON API under /api):");
+    // The same topology flags as this run, so the command serves this toposphere.
+    let flags = if g.implementation == "local"
+        && g.server_address == topo_local::DEFAULT_PATH
+        && g.root == "/vitess/global"
+    {
+        String::new()
+    } else {
+        format!(
+            " --topo-implementation {} --topo-global-server-address '{}' --topo-global-root {}",
+            g.implementation, g.server_address, g.root
+        )
+    };
+    crate::out!("  topo{flags} serve --listen 127.0.0.1:15000");
+    crate::out!("  then open http://127.0.0.1:15000/");
     Ok(())
 }

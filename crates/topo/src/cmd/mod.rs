@@ -7,6 +7,7 @@ mod keyspaces;
 mod lock;
 mod migrate;
 mod raw;
+mod serve;
 mod serving;
 mod tablets;
 
@@ -227,6 +228,22 @@ async fn dispatch(
         C::VerifyBackup { file } => migrate::verify_backup(&file)?,
         C::Doctor { stale_after } => return doctor::run(ts, stale_after).await,
         C::Demo { force } => demo::run(ts, g, force).await?,
+        C::Serve {
+            listen,
+            allow_writes,
+            tls_cert,
+            tls_key,
+            token_file,
+            insecure,
+        } => {
+            let how = serve::How {
+                allow_writes,
+                tls: tls_cert.zip(tls_key),
+                token_file,
+                insecure,
+            };
+            serve::run(ts, listen, how).await?
+        }
         C::Completion { .. } | C::LockSupervise { .. } => {
             unreachable!("handled before opening the topology")
         }

@@ -1,0 +1,219 @@
+//! Access off loopback: the listening rule, bearer tokens, and TLS (all on 127.0.0.1; the
+//! token is required there by option, as `--token-file` does).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use topo_core::memory::MemoryFactory;
+use topo_proto::topodata::Keyspace;
+use topo_serve::access::{check_listen, tls_config, Exposure, Token};
+use topo_serve::ServeOptions;
+use toposphere::{Server, ServerConfig};
+
+#[test]
+fn off_loopback_needs_tls_and_token_or_insecure() {
+    let lo: SocketAddr = "127.0.0.1:15000".parse().unwrap();
+    let lo6: SocketAddr = "[::1]:15000".parse().unwrap();
+    let any: SocketAddr = "0.0.0.0:15000".parse().unwrap();
+    let public: SocketAddr = "192.0.2.10:15000".parse().unwrap();
+    let how = |tls, token, insecure, allow_writes| Exposure {
+        tls,
+        token,
+        insecure,
+        allow_writes,
+    };
+    // Loopback: anything goes, even writes without a token.
+    assert_eq!(check_listen(lo, how(false, false, false, true)), Ok(None));
+    assert_eq!(check_listen(lo6, how(false, false, false, false)), Ok(None));
+    for addr in [any, public] {
+        let e = check_listen(addr, how(false, false, false, false)).unwrap_err();
+        assert!(e.contains("--tls-cert, --tls-key and --token-file"), "{e}");
+        let e = check_listen(addr, how(true, false, false, false)).unwrap_err();
+        assert!(e.contains("--token-file"), "{e}");
+        assert!(check_listen(addr, how(false, true, false, false)).is_err());
+        assert_eq!(check_listen(addr, how(true, true, false, true)), Ok(None));
+        let warning = check_listen(addr, how(false, false, true, false))
+            .unwrap()
+            .expect("a warning");
+        assert!(
+            warning.contains("--insecure") && warning.contains("without TLS"),
+            "{warning}"
+        );
+        // Writes off loopback need the token, even with --insecure and TLS.
+        let e = check_listen(addr, how(true, false, true, true)).unwrap_err();
+        assert!(
+            e.contains("--allow-writes") && e.contains("--token-file"),
+            "{e}"
+        );
+        assert!(check_listen(addr, how(false, true, true, true))
+            .unwrap()
+            .is_some());
+    }
+}
+
+#[test]
+fn tokens_compare_whole_and_never_print() {
+    let t = Token::new("s3cret-token").unwrap();
+    assert!(t.matches(b"s3cret-token"));
+    assert!(!t.matches(b"s3cret-tokem"));
+    assert!(!t.matches(b"s3cret"));
+    assert!(!t.matches(b"s3cret-token2"));
+    assert!(!t.matches(b""));
+    assert!(!format!("{t:?}").contains("s3cret"));
+    assert!(Token::new("").is_none());
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "  \n").unwrap();
+    let e = Token::from_file(&empty).unwrap_err();
+    assert!(e.contains("is empty") && e.contains("empty"), "{e}");
+    let missing = Token::from_file(&dir.path().join("nope")).unwrap_err();
+    assert!(
+        missing.contains("--token-file") && missing.contains("nope"),
+        "{missing}"
+    );
+}
+
+async fn demo_server() -> Server {
+    let ts = Server::open_with_factory(
+        Arc::new(MemoryFactory::default()),
+        "mem",
+        "/vitess/global",
+        ServerConfig::default(),
+    )
+    .await
+    .unwrap();
+    ts.create_keyspace("commerce", &Keyspace::default())
+        .await
+        .unwrap();
+    ts
+}
+
+/// Serves on 127.0.0.1 with `options`; returns the address.
+async fn start(ts: Server, options: ServeOptions) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(topo_serve::serve(
+        ts,
+        listener,
+        options,
+        std::future::pending(),
+    ));
+    addr
+}
+
+/// Sends one HTTP/1.1 GET over `stream` and returns the whole response (or what came before
+/// the connection failed).
+async fn get(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    path: &str,
+    auth: Option<&str>,
+) -> String {
+    let auth = auth
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn token_required_on_plain_http() {
+    let options = ServeOptions {
+        token: Token::new("right-token"),
+        ..ServeOptions::default()
+    };
+    let addr = start(demo_server().await, options).await;
+    let plain = || async { tokio::net::TcpStream::connect(addr).await.unwrap() };
+    for (path, auth) in [
+        ("/api/keyspaces", None),
+        ("/api/keyspaces", Some("wrong-token")),
+        ("/", None),
+        ("/metrics", Some("right-tokenX")),
+    ] {
+        let r = get(plain().await, path, auth).await;
+        assert!(r.starts_with("HTTP/1.1 401"), "{path} {auth:?}: {r}");
+        assert!(
+            !r.contains("commerce") && !r.contains("toposphere_topo"),
+            "no data: {r}"
+        );
+    }
+    let r = get(plain().await, "/api/keyspaces", Some("right-token")).await;
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.contains("commerce"),
+        "{r}"
+    );
+    // The sign-in form is open, and holds no secret.
+    let r = get(plain().await, "/login", None).await;
+    assert!(
+        r.starts_with("HTTP/1.1 200") && !r.contains("right-token"),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn tls_with_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let options = ServeOptions {
+        token: Token::new("right-token"),
+        tls: Some(tls_config(&cert_path, &key_path).unwrap()),
+        ..ServeOptions::default()
+    };
+    let addr = start(demo_server().await, options).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let tls = || async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap()
+    };
+    let r = get(tls().await, "/api/keyspaces", None).await;
+    assert!(
+        r.starts_with("HTTP/1.1 401") && !r.contains("commerce"),
+        "{r}"
+    );
+    let r = get(tls().await, "/api/keyspaces", Some("wrong-token")).await;
+    assert!(
+        r.starts_with("HTTP/1.1 401") && !r.contains("commerce"),
+        "{r}"
+    );
+    let r = get(tls().await, "/api/keyspaces", Some("right-token")).await;
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.contains("commerce"),
+        "{r}"
+    );
+
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let r = get(plain, "/api/keyspaces", Some("right-token")).await;
+    assert!(!r.contains("HTTP/1.1") && !r.contains("commerce"), "{r:?}");
+
+    let e = tls_config(&key_path, &key_path).unwrap_err();
+    assert!(e.contains("--tls-cert") && e.contains("key.pem"), "{e}");
+}
