@@ -11,6 +11,7 @@
 //! [`proxy::FaultProxy`] sits between a client and one server to inject network faults
 //! (latency, blackholes, refused connections, resets, lost replies).
 
+pub mod certs;
 pub mod etcd;
 pub mod proxy;
 pub mod zk;

@@ -15,6 +15,7 @@ use topo_core::{Result, TopoError};
 use zookeeper_client::{Client, MultiWriteError, MultiWriteResult, MultiWriter};
 
 use crate::error::{connection_lost, convert, outcome_unknown, unknown};
+use crate::tls::{diagnose, Tls};
 use crate::{ZkConn, ZkOptions};
 
 /// The pause before the first retry of a call whose connection dropped; doubled for each
@@ -31,6 +32,10 @@ pub(crate) struct Session {
     addr: String,
     pub(crate) options: ZkOptions,
     auth: Auth,
+    /// The checked TLS files, `None` for plain TCP.
+    tls: Option<Tls>,
+    /// `--topo-zk-max-concurrency`: a permit per call in flight.
+    permits: tokio::sync::Semaphore,
     /// The current client, `None` once closed; a plain lock around an `Arc` keeps the
     /// per-call cost to a reference-count increment. The session ends (and its locks and
     /// proposals with it) when the last clone of its client is dropped.
@@ -51,11 +56,14 @@ pub(crate) struct Session {
 impl Session {
     /// Connects a first session to `addr` (`host:port,…`).
     pub(crate) async fn open(addr: &str, options: ZkOptions, auth: Auth) -> Result<Self> {
-        let client = Self::connect(addr, &options, &auth).await?;
+        let tls = Tls::load(&options.tls)?;
+        let client = Self::connect(addr, &options, &auth, tls.as_ref()).await?;
         Ok(Session {
             addr: addr.to_string(),
+            permits: tokio::sync::Semaphore::new(options.max_concurrency),
             options,
             auth,
+            tls,
             client: std::sync::RwLock::new(Some(Arc::new(client))),
             reconnect: tokio::sync::Mutex::new(()),
             queue_nodes: std::sync::Mutex::new(HashSet::new()),
@@ -64,20 +72,53 @@ impl Session {
         })
     }
 
-    async fn connect(addr: &str, options: &ZkOptions, auth: &Auth) -> Result<Client> {
+    /// Makes a session on `addr`, over TLS when `tls` is set. The library tries each server
+    /// once per attempt (its own endless cycling would hide a misconfiguration until the
+    /// timeout); after a failed attempt, a handshake of our own tells a misconfiguration,
+    /// which fails at once, from servers that are down, which are tried again with backoff.
+    async fn connect(
+        addr: &str,
+        options: &ZkOptions,
+        auth: &Auth,
+        tls: Option<&Tls>,
+    ) -> Result<Client> {
         let mut connector = Client::connector()
             .with_session_timeout(options.session_timeout)
             .with_connection_timeout(
                 options
                     .remote_operation_timeout
                     .min(options.session_timeout),
-            );
+            )
+            .with_fail_eagerly();
         if let Some((scheme, a)) = auth {
             connector = connector.with_auth(scheme, a);
         }
+        if let Some(tls) = tls {
+            connector = connector.with_tls(tls.options()?);
+        }
         let what = format!("connecting to ZooKeeper at {addr}");
         bounded(options.remote_operation_timeout, &what, async {
-            connector.connect(addr).await.map_err(|e| convert(e, addr))
+            let mut pause = BACKOFF;
+            loop {
+                let attempt = match tls {
+                    Some(_) => connector.clone().secure_connect(addr).await,
+                    None => connector.clone().connect(addr).await,
+                };
+                match attempt {
+                    Ok(client) => return Ok(client),
+                    Err(e @ (zookeeper_client::Error::NoHosts
+                    | zookeeper_client::Error::ConnectionLoss
+                    | zookeeper_client::Error::Timeout)) => {
+                        if let Some(misconfigured) = diagnose(addr, tls).await {
+                            return Err(misconfigured);
+                        }
+                        tracing::debug!(addr, error = %e, ?pause, "no ZooKeeper server reached; retrying");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(MAX_BACKOFF);
+                    }
+                    Err(e) => return Err(convert(e, addr)),
+                }
+            }
         })
         .await
     }
@@ -94,7 +135,9 @@ impl Session {
             return Ok(current);
         }
         tracing::warn!(addr = %self.addr, state = ?current.state(), "ZooKeeper session ended; starting a new one");
-        let fresh = Arc::new(Self::connect(&self.addr, &self.options, &self.auth).await?);
+        let fresh = Arc::new(
+            Self::connect(&self.addr, &self.options, &self.auth, self.tls.as_ref()).await?,
+        );
         let mut slot = self.client.write().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
             // Closed while connecting: the new session goes with `fresh`.
@@ -102,6 +145,11 @@ impl Session {
         }
         *slot = Some(fresh.clone());
         Ok(fresh)
+    }
+
+    /// A turn among the calls in flight (`--topo-zk-max-concurrency`).
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        self.permits.acquire().await.map_err(|_| self.closed())
     }
 
     fn current(&self) -> Result<Arc<Client>> {
@@ -171,6 +219,7 @@ impl ZkConn {
         Fut: Future<Output = std::result::Result<T, zookeeper_client::Error>>,
     {
         let attempts = async {
+            let _permit = self.session.permit().await?;
             let mut pause = BACKOFF;
             loop {
                 match op(self.client().await?).await {
@@ -196,8 +245,9 @@ impl ZkConn {
         F: FnOnce(Arc<Client>) -> Fut,
         Fut: Future<Output = std::result::Result<T, zookeeper_client::Error>>,
     {
-        let client = self.client().await?;
         let limit = self.options().remote_operation_timeout;
+        let _permit = bounded(limit, what, self.session.permit()).await?;
+        let client = self.client().await?;
         match tokio::time::timeout(limit, op(client)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) if outcome_unknown(&e) => Err(unknown(what, e)),
@@ -218,6 +268,7 @@ impl ZkConn {
         failed: impl FnOnce(usize, zookeeper_client::Error) -> TopoError,
     ) -> Result<Vec<MultiWriteResult>> {
         let limit = self.options().remote_operation_timeout;
+        let _permit = bounded(limit, what, self.session.permit()).await?;
         match tokio::time::timeout(limit, w.commit()).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(MultiWriteError::OperationFailed { index, source })) => {

@@ -73,7 +73,10 @@ mod election;
 mod error;
 mod file;
 mod lock;
+mod tls;
 mod watch;
+
+pub use tls::TlsFiles;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -120,7 +123,16 @@ pub struct ZkOptions {
     /// The servers' `jute.maxbuffer`: values that would make a larger packet are refused
     /// before they are sent (the server would close the connection).
     pub jute_maxbuffer: usize,
+    /// TLS files (`--topo-zk-tls-ca/-cert/-key`), for every connection the factory makes;
+    /// none set means plain TCP.
+    pub tls: TlsFiles,
+    /// `--topo-zk-max-concurrency` (Vitess: 64): the most calls a connection has in flight
+    /// at once; further calls wait their turn (within their timeout).
+    pub max_concurrency: usize,
 }
+
+/// Vitess's default of `--topo-zk-max-concurrency`.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
 
 impl Default for ZkOptions {
     fn default() -> Self {
@@ -130,6 +142,8 @@ impl Default for ZkOptions {
             auth_file: None,
             restrictive_acl: false,
             jute_maxbuffer: topo_core::limit::ZK_DEFAULT_JUTE_MAXBUFFER,
+            tls: TlsFiles::default(),
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
         }
     }
 }
@@ -216,10 +230,17 @@ impl ZkConn {
     /// Connects to `server_address` (`host:port,…`) under `root`.
     ///
     /// # Errors
-    /// `InvalidArgument` for an unreadable or malformed auth file, or a restrictive ACL
-    /// without one; `Timeout` or `Backend` when no server answers.
+    /// `InvalidArgument` for an unreadable or malformed auth file, a restrictive ACL
+    /// without one, unusable TLS files, a TLS misconfiguration shown by the servers (a
+    /// certificate the CA did not sign, a refused client, plain TCP to a TLS-only port) or
+    /// a max concurrency of 0; `Timeout` or `Backend` when no server answers.
     pub async fn connect(server_address: &str, root: &str, options: ZkOptions) -> Result<Self> {
         let auth = options.auth_file.as_deref().map(read_auth).transpose()?;
+        if options.max_concurrency == 0 {
+            return Err(TopoError::invalid(
+                "--topo-zk-max-concurrency must be at least 1",
+            ));
+        }
         if options.restrictive_acl && auth.is_none() {
             return Err(TopoError::invalid(
                 "--topo-zk-acl needs --topo-zk-auth-file (the creator's identity)",
@@ -259,6 +280,11 @@ impl ZkConn {
 
     pub(crate) fn options(&self) -> &ZkOptions {
         &self.session.options
+    }
+
+    /// Whether this connection speaks TLS to its servers.
+    pub fn tls_in_use(&self) -> bool {
+        self.options().tls.enabled()
     }
 
     /// The ACL for new znodes: Vitess's world:anyone permissions, or with the restrictive

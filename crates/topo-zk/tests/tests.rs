@@ -1,9 +1,11 @@
 //! The ZooKeeper backend against real ZooKeeper: both suites standalone and on a
-//! three-node ensemble reached as `a,b|c` (observer path), fault tests, ACLs, and lock
-//! compatibility with Vitess's layout.
+//! three-node ensemble reached as `a,b|c` (observer path), the conformance suite over
+//! mutual TLS, fault tests, ACLs, TLS misconfigurations, and lock compatibility with
+//! Vitess's layout.
 
 mod faults;
 mod safety;
+mod tls;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -89,6 +91,10 @@ async fn three_backend() -> Option<FactoryBackend> {
 mod zk {
     topo_core::conformance_tests!(zk, crate::one);
     toposphere::typed_suite!(zk, crate::one_backend);
+}
+
+mod zk_tls {
+    topo_core::conformance_tests!(zk_tls, crate::tls::mutual_suite);
 }
 
 mod zk_ensemble {
@@ -386,4 +392,40 @@ async fn list_returns_empty_files_not_empty_directories() {
         .map(|kv| (kv.key, kv.value))
         .collect();
     assert_eq!(keys, vec![("/keyspaces/ks/Keyspace".to_string(), vec![])]);
+}
+
+/// `--topo-zk-max-concurrency`: 0 is refused at open; with 1, concurrent calls all finish,
+/// taking turns (a turn is given back whatever the call's outcome).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrency_is_checked_and_calls_take_turns() {
+    let Some(addr) = shared(false) else { return };
+    let root = topo_core::conformance::fresh_root("max_concurrency");
+    let zero = ZkOptions {
+        max_concurrency: 0,
+        ..options()
+    };
+    let err = ZkConn::connect(&addr, &root, zero).await.unwrap_err();
+    assert!(err.is(topo_core::ErrorKind::InvalidArgument), "{err}");
+    assert!(
+        err.to_string().contains("--topo-zk-max-concurrency"),
+        "{err}"
+    );
+    let one = ZkOptions {
+        max_concurrency: 1,
+        ..options()
+    };
+    let conn = ZkConn::connect(&addr, &root, one).await.unwrap();
+    let calls = (0..16).map(|i| {
+        let conn = conn.clone();
+        async move {
+            conn.create(&format!("/f{i}"), b"x").await.unwrap();
+            // A failing call gives its turn back too.
+            assert!(conn.get("/missing").await.unwrap_err().is_no_node());
+            conn.get(&format!("/f{i}")).await.unwrap().0
+        }
+    });
+    let got = tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(calls))
+        .await
+        .expect("every call gets its turn");
+    assert!(got.iter().all(|v| v == b"x"));
 }

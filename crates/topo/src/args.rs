@@ -177,6 +177,33 @@ pub(crate) struct GlobalArgs {
         global = true
     )]
     pub(crate) zk_acl: bool,
+    /// ZooKeeper: CA certificate to verify the servers (alone: server-authenticated TLS).
+    #[arg(
+        id = "g_zk_tls_ca",
+        long = "topo-zk-tls-ca",
+        alias = "topo_zk_tls_ca",
+        global = true
+    )]
+    pub(crate) zk_tls_ca: Option<PathBuf>,
+    /// ZooKeeper: client certificate for mutual TLS (with --topo-zk-tls-key and -ca).
+    #[arg(
+        id = "g_zk_tls_cert",
+        long = "topo-zk-tls-cert",
+        alias = "topo_zk_tls_cert",
+        global = true
+    )]
+    pub(crate) zk_tls_cert: Option<PathBuf>,
+    /// ZooKeeper: client key for mutual TLS (with --topo-zk-tls-cert).
+    #[arg(
+        id = "g_zk_tls_key",
+        long = "topo-zk-tls-key",
+        alias = "topo_zk_tls_key",
+        global = true
+    )]
+    pub(crate) zk_tls_key: Option<PathBuf>,
+    /// ZooKeeper: the most calls a connection has in flight at once.
+    #[arg(id = "g_zk_max_concurrency", long = "topo-zk-max-concurrency", alias = "topo_zk_max_concurrency", default_value_t = topo_zk::DEFAULT_MAX_CONCURRENCY, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..), global = true)]
+    pub(crate) zk_max_concurrency: usize,
 }
 
 /// A keyspace/shard argument.

@@ -103,3 +103,60 @@ fn demo_backup_and_restore_across_backends() {
     );
     assert!(out.starts_with("Topologies are in sync"), "{out}");
 }
+
+/// `topo` on a ZooKeeper that serves mutual TLS only: with the TLS flags (underscore
+/// spelling too) the demo runs on every connection, global and cells, and `doctor` says
+/// each cell's connection is mutual TLS; without a client certificate it is refused.
+#[test]
+fn zk_over_mutual_tls() {
+    if !topo_testkit::zk::require_tls() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let certs = topo_testkit::certs::TestCerts::generate(dir.path()).unwrap();
+    let zk = ZkCluster::standalone_tls(&topo_testkit::zk::ServerTls {
+        ca: certs.ca.clone(),
+        cert: certs.server_cert.clone(),
+        key: certs.server_key.clone(),
+        client_auth: Some((certs.client_cert.clone(), certs.client_key.clone())),
+    })
+    .unwrap();
+    let addr = zk.addrs();
+    let path = |p: &Path| p.display().to_string();
+    let (ca, cert, key) = (
+        path(&certs.ca),
+        path(&certs.client_cert),
+        path(&certs.client_key),
+    );
+    let tls = [
+        "--topo-zk-tls-ca",
+        &ca,
+        "--topo_zk_tls_cert",
+        &cert,
+        "--topo-zk-tls-key",
+        &key,
+    ];
+    let with_tls = |args: &[&str]| topo(dir.path(), "zk2", &addr, &[&tls[..], args].concat());
+    with_tls(&["demo"]);
+    let doctor = with_tls(&["doctor"]);
+    assert!(doctor.contains("healthy"), "{doctor}");
+    assert!(
+        doctor.contains("cell zone1 answers") && !doctor.contains("NOT encrypted"),
+        "{doctor}"
+    );
+    assert_eq!(doctor.matches("TLS, mutual").count(), 3, "{doctor}");
+    let out = Command::cargo_bin("topo")
+        .unwrap()
+        .current_dir(dir.path())
+        .args([
+            "--topo-implementation",
+            "zk2",
+            "--topo-global-server-address",
+        ])
+        .args([&addr, "--topo-zk-tls-ca", &ca, "GetKeyspaces"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused this client"), "{err}");
+}

@@ -591,6 +591,33 @@ fn errors_are_clear_and_write_nothing() {
         .stdout(predicate::str::contains("Example"));
 }
 
+/// Vitess's ZooKeeper TLS and concurrency flags are taken in both spellings and reach the
+/// backend: an unreadable CA file fails at open, naming flag and file (never plain TCP).
+#[test]
+fn zk_tls_flags_reach_the_backend() {
+    let env = Env::new();
+    for flag in ["--topo-zk-tls-ca", "--topo_zk_tls_ca"] {
+        env.fails(
+            &[
+                "--topo-implementation",
+                "zk2",
+                "--topo-global-server-address",
+                "127.0.0.1:1",
+                flag,
+                "/nonexistent/ca.pem",
+                "--topo_zk_max_concurrency",
+                "8",
+                "GetCellInfoNames",
+            ],
+            "--topo-zk-tls-ca /nonexistent/ca.pem",
+        );
+    }
+    env.fails(
+        &["--topo-zk-max-concurrency", "0", "GetCellInfoNames"],
+        "--topo-zk-max-concurrency",
+    );
+}
+
 /// Records written from the golden vectors print exactly the vectors' JSON. The cases are
 /// taken by record type from the folder's manifest, whatever their names.
 #[test]

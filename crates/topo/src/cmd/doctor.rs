@@ -6,8 +6,27 @@ use std::time::{Duration, Instant};
 use topo_core::{Conn, Result};
 use toposphere::Server;
 
+use crate::args::GlobalArgs;
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// How connections of `g`'s implementation travel: every cell's connection uses the same
+/// flags, so this holds for each.
+fn transport(g: &GlobalArgs) -> &'static str {
+    let (ca, cert) = match g.implementation.as_str() {
+        "etcd2" => (&g.etcd_tls_ca, &g.etcd_tls_cert),
+        "zk2" => (&g.zk_tls_ca, &g.zk_tls_cert),
+        "local" => return "local file, no network",
+        "memory" => return "in memory, no network",
+        _ => return "transport unknown",
+    };
+    match (ca, cert) {
+        (_, Some(_)) => "TLS, mutual",
+        (Some(_), None) => "TLS, server authenticated",
+        (None, None) => "plain TCP, NOT encrypted",
+    }
 }
 
 /// Lists `dir` to see that the connection answers.
@@ -61,10 +80,11 @@ fn describe(contents: &[u8]) -> (String, Option<Duration>) {
     (holder, age)
 }
 
-pub(crate) async fn run(ts: &Server, stale_after: Duration) -> Result<ExitCode> {
+pub(crate) async fn run(ts: &Server, g: &GlobalArgs, stale_after: Duration) -> Result<ExitCode> {
     let mut failures = 0;
+    let transport = transport(g);
     match probe_list(ts.global().as_ref()).await {
-        Ok(d) => crate::out!("ok    global answers ({})", ms(d)),
+        Ok(d) => crate::out!("ok    global answers ({}; {transport})", ms(d)),
         Err(e) => {
             crate::out!("FAIL  global does not answer: {e}");
             failures += 1;
@@ -76,7 +96,7 @@ pub(crate) async fn run(ts: &Server, stale_after: Duration) -> Result<ExitCode> 
             Err(e) => Err(e.to_string()),
         };
         match r {
-            Ok(d) => crate::out!("ok    cell {cell} answers ({})", ms(d)),
+            Ok(d) => crate::out!("ok    cell {cell} answers ({}; {transport})", ms(d)),
             Err(e) => {
                 crate::out!("FAIL  cell {cell} does not answer: {e}");
                 failures += 1;

@@ -48,6 +48,12 @@ pub(crate) fn registry(g: &GlobalArgs) -> Registry {
         auth_file: g.zk_auth_file.clone(),
         restrictive_acl: g.zk_acl,
         jute_maxbuffer: g.zk_jute_maxbuffer,
+        tls: topo_zk::TlsFiles {
+            ca: g.zk_tls_ca.clone(),
+            cert: g.zk_tls_cert.clone(),
+            key: g.zk_tls_key.clone(),
+        },
+        max_concurrency: g.zk_max_concurrency,
     })));
     r
 }
@@ -226,7 +232,7 @@ async fn dispatch(
             migrate::restore(ts, g, &file, how).await?
         }
         C::VerifyBackup { file } => migrate::verify_backup(&file)?,
-        C::Doctor { stale_after } => return doctor::run(ts, stale_after).await,
+        C::Doctor { stale_after } => return doctor::run(ts, g, stale_after).await,
         C::Demo { force } => demo::run(ts, g, force).await?,
         C::Serve {
             listen,
