@@ -58,6 +58,23 @@ pub struct Report {
     pub undecided: Vec<String>,
     /// Invocations left without a completion or completions without an invocation.
     pub malformed: Vec<String>,
+    /// Keys whose reads were stale (not linearizable) while writes and compare-and-sets
+    /// were, and every read was of a written value and monotonic per process; reported
+    /// only when [`Reads::Sequential`] allows it.
+    pub stale_read_keys: Vec<String>,
+}
+
+/// The consistency expected of reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reads {
+    /// Every read is linearizable (etcd, local).
+    #[default]
+    Linearizable,
+    /// Reads may be stale, as a ZooKeeper server answers them from its own, possibly
+    /// lagging, copy: writes and compare-and-sets must still linearize, each read must
+    /// return a value that was written, and no process may see a value older than one it
+    /// saw before.
+    Sequential,
 }
 
 impl Report {
@@ -114,8 +131,13 @@ pub fn pair(events: &[Event], malformed: &mut Vec<String>) -> Vec<Op> {
     ops
 }
 
-/// Checks a whole history.
+/// Checks a whole history, expecting linearizable reads.
 pub fn check(events: &[Event]) -> Report {
+    check_with(events, Reads::Linearizable)
+}
+
+/// Checks a whole history with the given read consistency.
+pub fn check_with(events: &[Event], reads: Reads) -> Report {
     let mut report = Report::default();
     let ops = pair(events, &mut report.malformed);
     for op in &ops {
@@ -137,20 +159,40 @@ pub fn check(events: &[Event]) -> Report {
             registers.entry(op.key.as_str()).or_default().push(op);
         }
     }
-    for (key, key_ops) in registers {
-        match linearizable(&key_ops) {
+    for (key, all_ops) in registers {
+        let mut key_ops = all_ops;
+        let mut verdict = linearizable(&key_ops);
+        if reads == Reads::Sequential && matches!(verdict, Verdict::Violation(_)) {
+            let before = report.anomalies.len();
+            check_sequential_reads(key, &key_ops, &mut report.anomalies);
+            if report.anomalies.len() == before {
+                report.stale_read_keys.push(key.to_string());
+            }
+            key_ops.retain(|o| o.f != F::Read);
+            verdict = linearizable(&key_ops);
+        }
+        match verdict {
             Verdict::Ok => {}
             Verdict::Undecided => report.undecided.push(key.to_string()),
             Verdict::Violation(stuck) => {
                 let op = key_ops[stuck];
                 // The stuck operation and everything concurrent with it.
+                // The stuck operation, everything concurrent with it, and the last few
+                // operations that completed before it began.
+                let before: Vec<&&Op> = key_ops
+                    .iter()
+                    .filter(|o| o.ret_ns < op.call_ns && o.outcome != Kind::Fail)
+                    .collect();
+                let recent = before.len().saturating_sub(6);
                 let mut shown: Vec<u64> = key_ops
                     .iter()
                     .filter(|o| o.call_ns <= op.ret_ns && o.ret_ns >= op.call_ns)
+                    .chain(before[recent..].iter().copied())
                     .flat_map(|o| [o.indices.0, o.indices.1])
                     .collect();
                 shown.sort_unstable();
-                shown.truncate(40);
+                shown.dedup();
+                shown.truncate(60);
                 report.anomalies.push(Anomaly {
                     kind: "non-linearizable",
                     key: key.to_string(),
@@ -165,6 +207,79 @@ pub fn check(events: &[Event]) -> Report {
     }
     check_counters(&ops, &mut report.anomalies);
     report
+}
+
+/// With stale reads allowed, each read must still return a value some write or
+/// compare-and-set (acknowledged or not) put there, invoked before the read returned; and a
+/// process must never read a value whose write completed before the write of a value it
+/// had already seen (read or written) was invoked.
+fn check_sequential_reads(key: &str, ops: &[&Op], anomalies: &mut Vec<Anomaly>) {
+    // value -> (invocation, completion) of the write that made it.
+    let mut writers: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+    for op in ops.iter().filter(|o| o.outcome != Kind::Fail) {
+        let written = match reg_op(op) {
+            Some(RegOp::Write(v)) | Some(RegOp::Cas(_, v)) => v,
+            _ => continue,
+        };
+        let ret = if op.outcome == Kind::Ok {
+            op.ret_ns
+        } else {
+            u64::MAX
+        };
+        writers.insert(written, (op.call_ns, ret));
+    }
+    // process -> latest invocation time among writes of values it has seen.
+    let mut newest: BTreeMap<u64, (u64, &Op)> = BTreeMap::new();
+    let mut ordered: Vec<&&Op> = ops.iter().filter(|o| o.outcome == Kind::Ok).collect();
+    ordered.sort_by_key(|o| o.ret_ns);
+    for op in ordered {
+        let seen = match reg_op(op) {
+            Some(RegOp::Read(Some(v))) => v,
+            Some(RegOp::Write(v)) | Some(RegOp::Cas(_, v)) => v,
+            _ => continue,
+        };
+        let Some(&(w_call, w_ret)) = writers.get(&seen) else {
+            anomalies.push(Anomaly {
+                kind: "phantom-read",
+                key: key.to_string(),
+                message: format!(
+                    "process {} read {seen}, which no write of {key} wrote",
+                    op.process
+                ),
+                events: vec![op.indices.0, op.indices.1],
+            });
+            continue;
+        };
+        if w_call > op.ret_ns {
+            anomalies.push(Anomaly {
+                kind: "phantom-read",
+                key: key.to_string(),
+                message: format!(
+                    "process {} read {seen} before its write was invoked",
+                    op.process
+                ),
+                events: vec![op.indices.0, op.indices.1],
+            });
+            continue;
+        }
+        if let Some(&(prev_call, prev)) = newest.get(&op.process) {
+            if w_ret < prev_call {
+                anomalies.push(Anomaly {
+                    kind: "non-monotonic-read",
+                    key: key.to_string(),
+                    message: format!(
+                        "process {} read {seen} after it had seen a value written later",
+                        op.process
+                    ),
+                    events: vec![prev.indices.0, prev.indices.1, op.indices.0, op.indices.1],
+                });
+            }
+        }
+        let entry = newest.entry(op.process).or_insert((w_call, op));
+        if w_call >= entry.0 {
+            *entry = (w_call, op);
+        }
+    }
 }
 
 /// A register operation of the model.

@@ -23,8 +23,9 @@ pub const REGISTER_KEYS: [&str; 3] = [
 pub const LOCK_DIR: &str = "/chaos/lock";
 /// The lock workload's counter, inside the locked directory (a lock needs its directory).
 pub const COUNTER: &str = "/chaos/lock/counter";
-/// The process id of the setup and final operations of the harness itself.
-pub const HARNESS_PROCESS: u64 = 1_000_000;
+/// The process id of the setup and final operations of the harness itself (clients use
+/// smaller ids).
+pub const HARNESS_PROCESS: u64 = 999_999_999;
 
 /// Which workload a client runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
