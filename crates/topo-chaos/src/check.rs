@@ -206,6 +206,7 @@ pub fn check_with(events: &[Event], reads: Reads) -> Report {
         }
     }
     check_counters(&ops, &mut report.anomalies);
+    check_watches(&ops, &mut report.anomalies);
     report
 }
 
@@ -507,6 +508,129 @@ fn check_counters(ops: &[Op], anomalies: &mut Vec<Anomaly>) {
                 ),
                 events: vec![read.indices.0, read.indices.1],
             });
+        }
+    }
+}
+
+/// The watch workload's invariants, per key: every delivered value was written (by a write
+/// invoked before it arrived); versions never go down along a watcher's sequence and one
+/// version always carries one value; a watcher never goes back to a value whose write
+/// completed before the write of a value it had already seen was invoked; and a watcher
+/// that ran to its end (the null end marker) ended at the key's final value.
+fn check_watches(ops: &[Op], anomalies: &mut Vec<Anomaly>) {
+    let mut keys: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+    for op in ops
+        .iter()
+        .filter(|o| o.f == F::WatchEvent && o.outcome == Kind::Ok)
+    {
+        keys.entry(op.key.as_str()).or_default().push(op);
+    }
+    for (key, events) in keys {
+        let mut writers: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+        for op in ops
+            .iter()
+            .filter(|o| o.key == key && o.outcome != Kind::Fail)
+        {
+            if let Some(RegOp::Write(v)) | Some(RegOp::Cas(_, v)) = reg_op(op) {
+                let ret = if op.outcome == Kind::Ok {
+                    op.ret_ns
+                } else {
+                    u64::MAX
+                };
+                writers.insert(v, (op.call_ns, ret));
+            }
+        }
+        let writes_done = writers
+            .values()
+            .map(|w| w.1)
+            .filter(|&r| r != u64::MAX)
+            .max();
+        let final_value = ops
+            .iter()
+            .filter(|o| o.f == F::Read && o.key == key && o.outcome == Kind::Ok)
+            .filter(|o| writes_done.is_none_or(|d| o.call_ns > d))
+            .max_by_key(|o| o.ret_ns)
+            .and_then(|o| o.result.as_i64());
+        let mut version_values: BTreeMap<i64, (i64, &Op)> = BTreeMap::new();
+        let mut by_watcher: BTreeMap<u64, Vec<&Op>> = BTreeMap::new();
+        for e in events {
+            by_watcher.entry(e.process).or_default().push(e);
+        }
+        let mut bad = |kind: &'static str, message: String, events: Vec<u64>| {
+            anomalies.push(Anomaly {
+                kind,
+                key: key.to_string(),
+                message,
+                events,
+            })
+        };
+        for (watcher, mut seen) in by_watcher {
+            seen.sort_by_key(|o| o.ret_ns);
+            let mut last: Option<(i64, i64, &Op)> = None; // (version, value, event)
+            let mut newest_call = 0u64;
+            for e in seen {
+                let Some([version, value]) = e.result.as_array().map(|a| a.as_slice()) else {
+                    // The end marker: the watcher ran to its end.
+                    match (last, final_value) {
+                        (Some((_, v, _)), Some(f)) if v != f => bad(
+                            "watch-not-converged",
+                            format!(
+                                "watcher {watcher} of {key} ended at {v}, not the final value {f}"
+                            ),
+                            vec![e.indices.1],
+                        ),
+                        (None, Some(f)) => bad(
+                            "watch-not-converged",
+                            format!(
+                                "watcher {watcher} of {key} saw nothing; the final value is {f}"
+                            ),
+                            vec![e.indices.1],
+                        ),
+                        _ => {}
+                    }
+                    continue;
+                };
+                let (Some(version), Some(value)) = (version.as_i64(), value.as_i64()) else {
+                    bad(
+                        "watch-phantom",
+                        format!("watcher {watcher} of {key} got {}", e.result),
+                        vec![e.indices.1],
+                    );
+                    continue;
+                };
+                let Some(&(w_call, w_ret)) = writers.get(&value).filter(|w| w.0 <= e.ret_ns) else {
+                    bad(
+                        "watch-phantom",
+                        format!("watcher {watcher} of {key} got {value}, which no write had been invoked to write"),
+                        vec![e.indices.1],
+                    );
+                    continue;
+                };
+                match version_values.get(&version) {
+                    Some(&(other, first)) if other != value => bad(
+                        "watch-version-conflict",
+                        format!("version {version} of {key} carried {other} and {value}"),
+                        vec![first.indices.1, e.indices.1],
+                    ),
+                    None => {
+                        version_values.insert(version, (value, e));
+                    }
+                    _ => {}
+                }
+                if let Some((pv, pval, prev)) = last {
+                    if version < pv || (version == pv && value != pval) || w_ret < newest_call {
+                        bad(
+                            "watch-out-of-order",
+                            format!(
+                                "watcher {watcher} of {key} got {value} (version {version}) after {pval} (version {pv})"
+                            ),
+                            vec![prev.indices.1, e.indices.1],
+                        );
+                    }
+                }
+                newest_call = newest_call.max(w_call);
+                last = Some((version, value, e));
+            }
         }
     }
 }

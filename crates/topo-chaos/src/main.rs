@@ -60,6 +60,7 @@ enum BackendArg {
 enum WorkloadArg {
     Register,
     Lock,
+    Watch,
     All,
 }
 
@@ -202,9 +203,12 @@ async fn campaign(args: RunArgs) -> ExitCode {
         (_, BackendArg::Local) => vec![Backend::Local],
     };
     let workloads = match (args.quick, args.workload) {
-        (true, _) | (_, WorkloadArg::All) => vec![Workload::Register, Workload::Lock],
+        (true, _) | (_, WorkloadArg::All) => {
+            vec![Workload::Register, Workload::Lock, Workload::Watch]
+        }
         (_, WorkloadArg::Register) => vec![Workload::Register],
         (_, WorkloadArg::Lock) => vec![Workload::Lock],
+        (_, WorkloadArg::Watch) => vec![Workload::Watch],
     };
     let faults = if args.quick { Faults::All } else { args.faults };
     let duration = args.duration.unwrap_or(if args.quick {
@@ -328,16 +332,19 @@ async fn worker(args: WorkerArgs) -> ExitCode {
         op_timeout: runner::OP_TIMEOUT,
         max_ops: 50_000,
     };
-    Client::new(
+    // In the watch workload one worker in three writes; the others watch.
+    let client = Client::new(
         conn.clone(),
         args.serial * 100_000,
         1,
         args.seed,
         rec,
         bounds,
-    )
-    .run(args.workload)
-    .await;
+    );
+    client
+        .watcher(args.serial % 3 != 0)
+        .run(args.workload)
+        .await;
     let _ = tokio::time::timeout(runner::OP_TIMEOUT, conn.close()).await;
     ExitCode::SUCCESS
 }

@@ -497,6 +497,7 @@ pub fn workload_name(w: Workload) -> &'static str {
     match w {
         Workload::Register => "register",
         Workload::Lock => "lock",
+        Workload::Watch => "watch",
     }
 }
 

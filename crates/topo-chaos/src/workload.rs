@@ -7,9 +7,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use topo_core::{Conn, ErrorKind, Result, TopoError, Version};
+use topo_core::{Conn, ErrorKind, Result, TopoError, Version, WatchData};
 
 use crate::history::{Kind, Recorder, F};
 
@@ -23,6 +24,14 @@ pub const REGISTER_KEYS: [&str; 3] = [
 pub const LOCK_DIR: &str = "/chaos/lock";
 /// The lock workload's counter, inside the locked directory (a lock needs its directory).
 pub const COUNTER: &str = "/chaos/lock/counter";
+/// The watch workload's key.
+pub const WATCH_KEY: &str = "/chaos/watch/w";
+/// How long watchers go on after the deadline (when writes stop and faults heal): each must
+/// have seen the final value by then.
+pub const WATCH_SETTLE: Duration = Duration::from_secs(5);
+/// Pause between a watch-workload writer's writes, so watchers see most values.
+const WATCH_WRITE_PAUSE: Duration = Duration::from_millis(20);
+
 /// The process id of the setup and final operations of the harness itself (clients use
 /// smaller ids).
 pub const HARNESS_PROCESS: u64 = 999_999_999;
@@ -34,6 +43,8 @@ pub enum Workload {
     Register,
     /// Lock, fenced read-modify-write of a counter, unlock.
     Lock,
+    /// Writers write a key; watchers record every value their watch delivers.
+    Watch,
 }
 
 impl Workload {
@@ -42,6 +53,7 @@ impl Workload {
         match self {
             Workload::Register => &REGISTER_KEYS,
             Workload::Lock => std::slice::from_ref(&COUNTER),
+            Workload::Watch => std::slice::from_ref(&WATCH_KEY),
         }
     }
 }
@@ -100,6 +112,7 @@ pub struct Client {
     bounds: Bounds,
     rng: rand::rngs::StdRng,
     seq: i64,
+    watcher: bool,
 }
 
 impl Client {
@@ -122,17 +135,28 @@ impl Client {
                 seed ^ process.wrapping_mul(0x9e37_79b9_7f4a_7c15),
             ),
             seq: 0,
+            watcher: false,
         }
+    }
+
+    /// In the watch workload, makes this client a watcher instead of a writer.
+    pub fn watcher(mut self, on: bool) -> Self {
+        self.watcher = on;
+        self
     }
 
     /// Runs `workload` until the deadline or the operation bound.
     pub async fn run(mut self, workload: Workload) {
+        if workload == Workload::Watch && self.watcher {
+            return self.watch_until(self.bounds.deadline + WATCH_SETTLE).await;
+        }
         let mut ops = 0;
         while Instant::now() < self.bounds.deadline && ops < self.bounds.max_ops {
             ops += 1;
             match workload {
                 Workload::Register => self.register_op().await,
                 Workload::Lock => self.lock_round().await,
+                Workload::Watch => self.watched_write().await,
             }
         }
     }
@@ -205,6 +229,61 @@ impl Client {
                 self.complete_write(F::Cas, key, r.map(|_| ()));
             }
         }
+    }
+
+    async fn watched_write(&mut self) {
+        let v = self.unique();
+        self.record(Kind::Invoke, F::Write, WATCH_KEY, json!(v));
+        let r = bounded(
+            self.bounds.op_timeout,
+            WATCH_KEY,
+            self.conn.update(WATCH_KEY, v.to_string().as_bytes(), None),
+        )
+        .await;
+        self.complete_write(F::Write, WATCH_KEY, r.map(|_| ()));
+        tokio::time::sleep(WATCH_WRITE_PAUSE).await;
+    }
+
+    /// Records one delivered value as `[version, value]`.
+    fn saw(&mut self, data: &WatchData) {
+        let value = json!([data.version.raw(), parse(&data.contents)]);
+        self.record(Kind::Invoke, F::WatchEvent, WATCH_KEY, Value::Null);
+        self.record(Kind::Ok, F::WatchEvent, WATCH_KEY, value);
+    }
+
+    /// Watches [`WATCH_KEY`] until `end`, watching again whenever the stream ends, then
+    /// records the end marker (a `watch-event` whose value is null).
+    async fn watch_until(&mut self, end: Instant) {
+        while Instant::now() < end {
+            let watch = bounded(
+                self.bounds.op_timeout,
+                WATCH_KEY,
+                self.conn.watch(WATCH_KEY),
+            )
+            .await;
+            let (initial, mut changes) = match watch {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::debug!("watch failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            self.saw(&initial);
+            loop {
+                let left = end.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, changes.next()).await {
+                    Ok(Some(Ok(data))) => self.saw(&data),
+                    Ok(Some(Err(e))) => {
+                        tracing::debug!("watch ended: {e}");
+                        break;
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        self.record(Kind::Invoke, F::WatchEvent, WATCH_KEY, Value::Null);
+        self.record(Kind::Ok, F::WatchEvent, WATCH_KEY, Value::Null);
     }
 
     fn complete_write(&mut self, f: F, key: &str, r: Result<()>) {

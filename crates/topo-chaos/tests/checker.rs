@@ -281,3 +281,54 @@ fn sequential_reads_allow_staleness_but_not_going_back() {
     ]);
     assert!(!check_with(&lost, Reads::Sequential).is_valid());
 }
+
+/// A watch history: the initial write, writes of 1 and 2, the final read of 2, and one
+/// watcher (process 5) seeing `seen` as `(version, value)` pairs, then its end marker.
+fn watch_history(seen: &[(i64, i64)]) -> Vec<Event> {
+    let mut rows: Vec<Row> = vec![
+        (0, 8, Invoke, Write, "w", json!(0)),
+        (1, 8, Ok, Write, "w", Value::Null),
+        (10, 0, Invoke, Write, "w", json!(1)),
+        (11, 0, Ok, Write, "w", Value::Null),
+        (20, 0, Invoke, Write, "w", json!(2)),
+        (21, 0, Ok, Write, "w", Value::Null),
+    ];
+    let mut t = 30;
+    for &(version, value) in seen {
+        rows.push((t, 5, Invoke, F::WatchEvent, "w", Value::Null));
+        rows.push((t + 1, 5, Ok, F::WatchEvent, "w", json!([version, value])));
+        t += 2;
+    }
+    rows.push((t, 5, Invoke, F::WatchEvent, "w", Value::Null));
+    rows.push((t + 1, 5, Ok, F::WatchEvent, "w", Value::Null));
+    rows.push((t + 2, 8, Invoke, Read, "w", Value::Null));
+    rows.push((t + 3, 8, Ok, Read, "w", json!(2)));
+    history(&rows)
+}
+
+#[test]
+fn watch_sequences_are_checked() {
+    // Coalesced (1 skipped) and repeated values are allowed.
+    let r = check(&watch_history(&[(1, 0), (3, 2), (3, 2)]));
+    assert!(r.is_valid(), "{r:?}");
+    assert_eq!(
+        kinds(&watch_history(&[(1, 0), (3, 2), (2, 1)])),
+        ["watch-out-of-order", "watch-not-converged"]
+    );
+    assert_eq!(
+        kinds(&watch_history(&[(1, 0), (2, 1)])),
+        ["watch-not-converged"]
+    );
+    assert_eq!(
+        kinds(&watch_history(&[(1, 0), (2, 7), (3, 2)])),
+        ["watch-phantom"]
+    );
+    assert_eq!(
+        kinds(&watch_history(&[(1, 0), (3, 2), (3, 1)])),
+        [
+            "watch-version-conflict",
+            "watch-out-of-order",
+            "watch-not-converged"
+        ]
+    );
+}
