@@ -92,6 +92,9 @@ struct RunArgs {
     /// --duration or --clients say otherwise.
     #[arg(long)]
     quick: bool,
+    /// How long watchers have, after the faults are healed, to see the final value.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    watch_settle: Duration,
     /// Wrap the clients' connections in one that acknowledges one update in N without
     /// sending it (proves the campaign reports a lying backend).
     #[arg(long, hide = true)]
@@ -115,6 +118,8 @@ struct WorkerArgs {
     seed: u64,
     #[arg(long)]
     run_ms: u64,
+    #[arg(long)]
+    settle_ms: u64,
     #[arg(long)]
     out: PathBuf,
     #[arg(long)]
@@ -247,6 +252,7 @@ async fn campaign(args: RunArgs) -> ExitCode {
                 seed,
                 history: history_path(&args.history, backend, workload, several),
                 break_writes: args.break_writes,
+                watch_settle: args.watch_settle,
             };
             let name = format!("{} {}", backend.name(), runner::workload_name(workload));
             println!("{name}: running");
@@ -331,6 +337,7 @@ async fn worker(args: WorkerArgs) -> ExitCode {
         deadline,
         op_timeout: runner::OP_TIMEOUT,
         max_ops: 50_000,
+        settle: Duration::from_millis(args.settle_ms),
     };
     // In the watch workload one worker in three writes; the others watch.
     let client = Client::new(

@@ -96,6 +96,7 @@ enum Fault {
     KillClient,
     PauseMember,
     PauseClient,
+    Compact,
 }
 
 impl Fault {
@@ -112,23 +113,32 @@ impl Fault {
             Fault::KillClient => "kill-client",
             Fault::PauseMember => "pause-member",
             Fault::PauseClient => "pause-client",
+            Fault::Compact => "compact",
         }
     }
 
-    fn menu(faults: Faults, backend: Backend) -> Vec<Fault> {
+    fn menu(faults: Faults, backend: Backend, workload: Workload) -> Vec<Fault> {
         let servers = backend != Backend::Local;
-        let proxy = [
-            Fault::PartitionMember,
-            Fault::DropRequests,
-            Fault::DropReplies,
-            Fault::LostReply,
-            Fault::ResetAll,
-            Fault::Delay,
-        ];
+        // The proxy's drops discard bytes inside a connection that stays open, which TCP
+        // never does: a watch event lost that way is never delivered again, though the
+        // connection lives on (RELIABILITY.md, finding 2). Watches get the faults that
+        // break connections instead.
+        let proxy: &[Fault] = if workload == Workload::Watch {
+            &[Fault::LostReply, Fault::ResetAll, Fault::Delay]
+        } else {
+            &[
+                Fault::PartitionMember,
+                Fault::DropRequests,
+                Fault::DropReplies,
+                Fault::LostReply,
+                Fault::ResetAll,
+                Fault::Delay,
+            ]
+        };
         let kill_servers = [Fault::KillLeader, Fault::KillMember];
         let mut menu = Vec::new();
         if servers && matches!(faults, Faults::Proxy | Faults::All) {
-            menu.extend(proxy);
+            menu.extend_from_slice(proxy);
         }
         if matches!(faults, Faults::Kill | Faults::All) {
             if servers {
@@ -141,6 +151,11 @@ impl Fault {
                 menu.push(Fault::PauseMember);
             }
             menu.push(Fault::PauseClient);
+        }
+        // Compaction drops the history watches resume from; it is no failure, so it comes
+        // with any fault family.
+        if backend == Backend::Etcd2 && faults != Faults::None {
+            menu.push(Fault::Compact);
         }
         menu
     }
@@ -194,6 +209,41 @@ impl Cluster {
                 .iter()
                 .position(|n| n.four_letter("srvr").contains("Mode: leader")),
             Cluster::Local(_) => None,
+        }
+    }
+
+    /// Compacts etcd's history up to its current revision (`etcdctl compact`).
+    fn compact(&self) -> std::io::Result<()> {
+        let Cluster::Etcd(c) = self else {
+            return Ok(());
+        };
+        let ctl = topo_testkit::find_binary("etcdctl")
+            .ok_or_else(|| std::io::Error::other("etcdctl not found"))?;
+        let etcdctl = |args: &[&str]| {
+            Command::new(&ctl)
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &c.endpoints(), "--command-timeout=2s"])
+                .args(args)
+                .output()
+        };
+        let status = etcdctl(&["endpoint", "status", "-w", "json"])?;
+        let statuses: serde_json::Value = serde_json::from_slice(&status.stdout)
+            .map_err(|e| std::io::Error::other(format!("etcdctl endpoint status: {e}")))?;
+        let revision = statuses
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["Status"]["header"]["revision"].as_u64())
+            .min()
+            .ok_or_else(|| std::io::Error::other("no revision in etcdctl's answer"))?;
+        let out = etcdctl(&["compact", &revision.to_string()])?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "etcdctl compact {revision}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
         }
     }
 
@@ -294,6 +344,8 @@ pub struct Plan {
     pub history: PathBuf,
     /// Wrap clients in a connection that drops one update in N (proves the checks fail).
     pub break_writes: Option<u64>,
+    /// How long watchers have after healing to see the final value.
+    pub watch_settle: Duration,
 }
 
 /// What one run found.
@@ -362,6 +414,8 @@ impl Stage<'_> {
             .arg(serial.to_string())
             .arg("--seed")
             .arg(self.plan.seed.to_string())
+            .arg("--settle-ms")
+            .arg(self.plan.watch_settle.as_millis().to_string())
             .arg("--run-ms")
             .arg(left.as_millis().to_string())
             .arg("--out")
@@ -444,6 +498,7 @@ impl Stage<'_> {
                 tokio::time::sleep(hold).await;
                 self.cluster.restart(i)?;
             }
+            Fault::Compact => self.cluster.compact()?,
             Fault::PauseMember => {
                 if let Some(slot) = self.cluster.slot(member) {
                     slot.pause()?;
@@ -565,7 +620,7 @@ pub async fn run(plan: &Plan, cluster: &mut Cluster) -> std::result::Result<Outc
             .spawn_worker()
             .map_err(|e| format!("worker process: {e}"))?;
     }
-    let menu = Fault::menu(plan.faults, plan.backend);
+    let menu = Fault::menu(plan.faults, plan.backend, plan.workload);
     let mut rng = StdRng::seed_from_u64(plan.seed);
     let mut faults: BTreeMap<&'static str, u64> = BTreeMap::new();
     // Let the clients start before the first fault.
@@ -585,7 +640,7 @@ pub async fn run(plan: &Plan, cluster: &mut Cluster) -> std::result::Result<Outc
         tokio::time::sleep(deadline - Instant::now()).await;
     }
     stage.heal_all(addresses.len());
-    tokio::task::block_in_place(|| stage.reap(WORKER_GRACE));
+    tokio::task::block_in_place(|| stage.reap(WORKER_GRACE + plan.watch_settle));
     // Quiescence: every client has stopped; read back the final values.
     final_reads(direct.as_ref(), plan.workload, &rec, HARNESS_LIMIT)
         .await

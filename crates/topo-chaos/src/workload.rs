@@ -26,8 +26,8 @@ pub const LOCK_DIR: &str = "/chaos/lock";
 pub const COUNTER: &str = "/chaos/lock/counter";
 /// The watch workload's key.
 pub const WATCH_KEY: &str = "/chaos/watch/w";
-/// How long watchers go on after the deadline (when writes stop and faults heal): each must
-/// have seen the final value by then.
+/// How long watchers go on after the deadline (when writes stop and faults heal) by
+/// default: each must have seen the final value by then (issue 12 asks 5 s).
 pub const WATCH_SETTLE: Duration = Duration::from_secs(5);
 /// Pause between a watch-workload writer's writes, so watchers see most values.
 const WATCH_WRITE_PAUSE: Duration = Duration::from_millis(20);
@@ -67,6 +67,8 @@ pub struct Bounds {
     pub op_timeout: Duration,
     /// Bound on the number of operations of one client.
     pub max_ops: u64,
+    /// How long watchers go on after the deadline (see [`WATCH_SETTLE`]).
+    pub settle: Duration,
 }
 
 /// How a failed write ended: `fail` when the error proves nothing was written, `info`
@@ -148,7 +150,9 @@ impl Client {
     /// Runs `workload` until the deadline or the operation bound.
     pub async fn run(mut self, workload: Workload) {
         if workload == Workload::Watch && self.watcher {
-            return self.watch_until(self.bounds.deadline + WATCH_SETTLE).await;
+            return self
+                .watch_until(self.bounds.deadline + self.bounds.settle)
+                .await;
         }
         let mut ops = 0;
         while Instant::now() < self.bounds.deadline && ops < self.bounds.max_ops {

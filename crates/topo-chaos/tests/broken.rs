@@ -22,6 +22,7 @@ async fn run(workload: Workload, drop_every: Option<u64>) -> Report {
         deadline: Instant::now() + Duration::from_millis(500),
         op_timeout: Duration::from_secs(2),
         max_ops: 300,
+        settle: Duration::from_millis(200),
     };
     let clients = 4;
     let mut tasks = Vec::new();
