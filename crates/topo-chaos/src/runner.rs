@@ -621,7 +621,9 @@ pub async fn run(plan: &Plan, cluster: &mut Cluster) -> std::result::Result<Outc
             .map_err(|e| format!("worker process: {e}"))?;
     }
     let menu = Fault::menu(plan.faults, plan.backend, plan.workload);
-    let mut rng = StdRng::seed_from_u64(plan.seed);
+    // Each workload gets its own schedule from the one seed.
+    let mut rng =
+        StdRng::seed_from_u64(plan.seed ^ (plan.workload as u64 + 1).wrapping_mul(0x9e37_79b9));
     let mut faults: BTreeMap<&'static str, u64> = BTreeMap::new();
     // Let the clients start before the first fault.
     tokio::time::sleep(Duration::from_millis(500).min(plan.duration)).await;
