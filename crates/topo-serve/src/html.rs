@@ -55,21 +55,25 @@ const SCRIPT: &str = r#"
   let busy=false, again=false, flash='';
   function show(msg){banner.textContent=msg;banner.className='on';}
   function hide(){banner.textContent='';banner.className='';}
+  // Never replace an edit in progress; say that the page is behind instead.
+  function editing(){
+    const ed=document.getElementById('editor');
+    if(!ed||ed.value===ed.defaultValue)return false;
+    const m=document.getElementById('save-msg');
+    if(m&&!m.textContent){m.className='msg muted';m.textContent='The topology changed while you were editing; your edit is kept. Reload to see the changes.';}
+    return true;
+  }
   async function refresh(){
     if(busy){again=true;return;}
-    // Never replace an edit in progress; say that the page is behind instead.
-    const ed=document.getElementById('editor');
-    if(ed&&ed.value!==ed.defaultValue){
-      const m=document.getElementById('save-msg');
-      if(m&&!m.textContent){m.className='msg muted';m.textContent='The topology changed while you were editing; your edit is kept. Reload to see the changes.';}
-      return;
-    }
+    if(editing())return;
     busy=true;
     try{
       const u=new URL(location.href);u.searchParams.set('fragment','1');
       const r=await fetch(u,{cache:'no-store'});
       const t=await r.text();
-      if(r.ok){
+      // An edit may have begun while the page was being fetched.
+      if(r.ok&&editing()){}
+      else if(r.ok){
         main.innerHTML=t;document.body.dataset.updated=String(Date.now());
         // Keep the outcome of a save visible across the refresh it causes.
         const m=document.getElementById('save-msg');
