@@ -5,7 +5,8 @@
 //! writes, so it can be re-run. Compare decodes both sides and compares the messages, never
 //! backend versions, so it works across backends.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use topo_core::{Conn, Result, TopoError, ValueLimit};
@@ -96,6 +97,29 @@ async fn exists(server: &Server, r: &RecordRef) -> Result<bool> {
         Err(e) if e.is_no_node() => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+/// The connection of every cell that `records` name in the topology called `side`, each
+/// resolved once (resolving reads the cell's `CellInfo`, so once per record would double
+/// the round trips).
+///
+/// # Errors
+/// `FailedPrecondition` naming `side` and the cell that cannot be reached.
+async fn cell_conns<'a>(
+    server: &Server,
+    side: &str,
+    records: impl IntoIterator<Item = &'a RecordRef>,
+) -> Result<HashMap<String, Arc<dyn Conn>>> {
+    let cells: BTreeSet<&str> = records.into_iter().map(|r| r.cell.as_str()).collect();
+    let mut conns = HashMap::new();
+    for cell in cells {
+        let conn = server
+            .conn_for_cell(cell)
+            .await
+            .map_err(|e| TopoError::precondition(format!("{side} has no cell {cell}: {e}")))?;
+        conns.insert(cell.to_string(), conn);
+    }
+    Ok(conns)
 }
 
 /// The records of `kind` that `server` holds, sorted.
@@ -334,9 +358,10 @@ pub async fn copy(
     let mut by_kind = Vec::new();
     for kind in RecordKind::ALL.iter().filter(|k| kinds.contains(k)) {
         let refs = list_records(from, *kind).await?;
+        let sources = &cell_conns(from, "source", &refs).await?;
         let records: Vec<(RecordRef, Vec<u8>)> = futures::stream::iter(refs)
             .map(|r| async move {
-                let bytes = from.conn_for_cell(&r.cell).await?.get(&r.path).await?.0;
+                let bytes = sources[&r.cell].get(&r.path).await?.0;
                 Ok::<_, TopoError>((r, bytes))
             })
             .buffered(concurrency)
@@ -353,23 +378,16 @@ pub async fn copy(
             .flat_map(|(_, rs)| rs.iter().map(|(r, b)| (r.clone(), b.len()))),
         options.skip_too_large,
     )?;
+    let left_out: BTreeSet<&RecordRef> = skipped.iter().collect();
     let mut summary = CopySummary::default();
     // Kind by kind, in order: a cell's records need its CellInfo in the destination.
-    for (kind, records) in by_kind {
+    for (kind, records) in &by_kind {
         let records: Vec<_> = records
-            .into_iter()
-            .filter(|(r, _)| !skipped.contains(r))
+            .iter()
+            .filter(|(r, _)| !left_out.contains(r))
             .collect();
-        let cells: BTreeSet<&str> = records.iter().map(|(r, _)| r.cell.as_str()).collect();
-        let mut dests = std::collections::HashMap::new();
-        for cell in cells {
-            let dest = to.conn_for_cell(cell).await.map_err(|e| {
-                TopoError::precondition(format!("destination has no cell {cell}: {e}"))
-            })?;
-            dests.insert(cell.to_string(), dest);
-        }
-        let dests = &dests;
-        let mut results = futures::stream::iter(&records)
+        let dests = &cell_conns(to, "destination", records.iter().map(|(r, _)| r)).await?;
+        let mut results = futures::stream::iter(records)
             .map(|(r, bytes)| async move {
                 let dest = &dests[&r.cell];
                 let same = match dest.get(&r.path).await {
@@ -399,8 +417,11 @@ pub async fn copy(
 
 /// The decoded form of a record for comparison (JSON of the message; raw text for files
 /// with no record type).
-async fn decoded(server: &Server, r: &RecordRef) -> Result<serde_json::Value> {
-    let (bytes, _) = server.conn_for_cell(&r.cell).await?.get(&r.path).await?;
+async fn decoded(
+    conns: &HashMap<String, Arc<dyn Conn>>,
+    r: &RecordRef,
+) -> Result<serde_json::Value> {
+    let (bytes, _) = conns[&r.cell].get(&r.path).await?;
     match message_type_for_path(&r.path) {
         Some(t) => to_json(&bytes, t, JsonForm::Vtctld),
         None => Ok(serde_json::Value::String(
@@ -425,8 +446,10 @@ pub async fn compare(a: &Server, b: &Server, kinds: &[RecordKind]) -> Result<usi
                 kind.name()
             )));
         }
+        let conns_a = cell_conns(a, "the first topology", &left).await?;
+        let conns_b = cell_conns(b, "the second topology", &left).await?;
         for r in &left {
-            if decoded(a, r).await? != decoded(b, r).await? {
+            if decoded(&conns_a, r).await? != decoded(&conns_b, r).await? {
                 return Err(TopoError::precondition(format!(
                     "{} differ: {r} has different contents",
                     kind.name()
