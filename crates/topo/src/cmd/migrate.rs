@@ -1,5 +1,6 @@
 //! topo2topo, backup, restore and verify-backup.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use base64::Engine;
@@ -231,11 +232,15 @@ fn entry_bytes(file: &Path, cell: &str, e: &Entry) -> Result<Vec<u8>> {
         })
 }
 
-/// Checks a backup: it parses, and every record's bytes decode to the JSON stored beside
-/// them. Returns the number of entries.
-fn check(file: &Path, b: &Backup) -> Result<usize> {
-    let mut n = 0;
+/// The keys of one cell of a backup, decoded: `(path, bytes)`.
+type CellKeys = (String, Vec<(String, Vec<u8>)>);
+
+/// Checks a backup and decodes it: every value is valid base64 and every record's bytes
+/// decode to the JSON stored beside them. Returns each cell's keys.
+fn check(file: &Path, b: &Backup) -> Result<Vec<CellKeys>> {
+    let mut cells = Vec::with_capacity(b.cells.len());
     for c in &b.cells {
+        let mut keys = Vec::with_capacity(c.entries.len());
         for e in &c.entries {
             let bytes = entry_bytes(file, &c.cell, e)?;
             if let Some(t) = &e.r#type {
@@ -256,15 +261,16 @@ fn check(file: &Path, b: &Backup) -> Result<usize> {
                     )));
                 }
             }
-            n += 1;
+            keys.push((e.path.clone(), bytes));
         }
+        cells.push((c.cell.clone(), keys));
     }
-    Ok(n)
+    Ok(cells)
 }
 
 pub(crate) fn verify_backup(file: &Path) -> Result<()> {
     let b = load(file)?;
-    let n = check(file, &b)?;
+    let n: usize = check(file, &b)?.iter().map(|(_, keys)| keys.len()).sum();
     crate::out!(
         "{} is a valid backup: {n} keys in {} cells, taken {} from {}",
         file.display(),
@@ -308,23 +314,29 @@ pub(crate) async fn restore(
     how: RestoreOptions,
 ) -> Result<()> {
     let b = load(file)?;
-    let total = check(file, &b)?;
-    let global_backup = b
-        .cells
-        .iter()
-        .find(|c| c.cell == GLOBAL_CELL)
-        .ok_or_else(|| TopoError::invalid(format!("{} has no global cell", file.display())))?;
+    let mut cells = check(file, &b)?;
+    if !cells.iter().any(|(cell, _)| cell == GLOBAL_CELL) {
+        return Err(TopoError::invalid(format!(
+            "{} has no global cell",
+            file.display()
+        )));
+    }
     // Every value against the target's limit before the first write (cells are on the
     // same implementation, so the global connection's limit holds for them too).
-    let mut sizes = Vec::new();
-    for c in &b.cells {
-        for e in &c.entries {
-            let size = entry_bytes(file, &c.cell, e)?.len();
-            sizes.push((format!("{}:{}", c.cell, e.path), size));
+    let skipped = check_sizes(
+        ts.global().value_limit(),
+        cells.iter().flat_map(|(cell, keys)| {
+            keys.iter()
+                .map(move |(path, bytes)| (format!("{cell}:{path}"), bytes.len()))
+        }),
+        how.skip_too_large,
+    )?;
+    if !skipped.is_empty() {
+        let left_out: HashSet<&str> = skipped.iter().map(String::as_str).collect();
+        for (cell, keys) in &mut cells {
+            keys.retain(|(path, _)| !left_out.contains(format!("{cell}:{path}").as_str()));
         }
     }
-    let skipped = check_sizes(ts.global().value_limit(), sizes, how.skip_too_large)?;
-    let keep = |cell: &str, path: &str| !skipped.contains(&format!("{cell}:{path}"));
     match ts.global().list_dir("/", false).await {
         Ok(entries) if !entries.is_empty() && !how.force => {
             return Err(TopoError::precondition(format!(
@@ -335,57 +347,44 @@ pub(crate) async fn restore(
         Err(e) if !e.is_no_node() => return Err(e),
         _ => {}
     }
+    // The global cell first: its CellInfo records make the other cells reachable.
+    cells.sort_by_key(|(cell, _)| cell != GLOBAL_CELL);
+    let total = cells.iter().map(|(_, keys)| keys.len()).sum::<usize>();
     let bar = progress(total as u64, "restoring");
     let tick = |_: &str| bar.inc(1);
-    let mut global_items = Vec::new();
-    for e in global_backup
-        .entries
-        .iter()
-        .filter(|e| keep(GLOBAL_CELL, &e.path))
-    {
-        let mut bytes = entry_bytes(file, GLOBAL_CELL, e)?;
-        if !how.keep_cell_addresses
-            && e.path.starts_with("/cells/")
-            && e.path.ends_with("/CellInfo")
-        {
-            // Point the cell at the target's server; keep its root.
-            let mut info = Stored::<CellInfo>::decode(&bytes, &e.path)?;
-            info.server_address = g.server_address.clone();
-            bytes = info.encode();
-        }
-        global_items.push((e.path.clone(), bytes));
-    }
-    write_all(ts.global().as_ref(), &global_items, how.concurrency, &tick).await?;
-    // The cells' records go through their connections, which the restored CellInfo records
-    // make reachable.
-    let mut cells = vec![(GLOBAL_CELL.to_string(), ts.global().clone(), global_items)];
-    for c in b.cells.iter().filter(|c| c.cell != GLOBAL_CELL) {
-        let conn = ts.conn_for_cell(&c.cell).await.map_err(|e| {
-            TopoError::precondition(format!(
-                "cannot reach cell {} of the backup after restoring its record: {e}",
-                c.cell
-            ))
-        })?;
-        let items = c
-            .entries
-            .iter()
-            .filter(|e| keep(&c.cell, &e.path))
-            .map(|e| Ok((e.path.clone(), entry_bytes(file, &c.cell, e)?)))
-            .collect::<Result<Vec<_>>>()?;
-        write_all(conn.as_ref(), &items, how.concurrency, &tick).await?;
-        cells.push((c.cell.clone(), conn, items));
+    let mut written = Vec::with_capacity(cells.len());
+    for (cell, mut keys) in cells {
+        let conn = if cell == GLOBAL_CELL {
+            if !how.keep_cell_addresses {
+                for (path, bytes) in &mut keys {
+                    if path.starts_with("/cells/") && path.ends_with("/CellInfo") {
+                        // Point the cell at the target's server; keep its root.
+                        let mut info = Stored::<CellInfo>::decode(bytes, path)?;
+                        info.server_address = g.server_address.clone();
+                        *bytes = info.encode();
+                    }
+                }
+            }
+            ts.global().clone()
+        } else {
+            ts.conn_for_cell(&cell).await.map_err(|e| {
+                TopoError::precondition(format!(
+                    "cannot reach cell {cell} of the backup after restoring its record: {e}"
+                ))
+            })?
+        };
+        write_all(conn.as_ref(), &keys, how.concurrency, &tick).await?;
+        written.push((cell, conn, keys));
     }
     bar.finish_and_clear();
     report_skipped(&skipped);
     // Read everything back: the restore is done only when the topology equals the archive.
-    let mut written = 0;
-    for (cell, conn, items) in &cells {
-        verify_all(conn.as_ref(), cell, items, how.concurrency).await?;
-        written += items.len();
+    for (cell, conn, keys) in &written {
+        verify_all(conn.as_ref(), cell, keys, how.concurrency).await?;
     }
     crate::out!(
         "Restored and verified {} keys in {} cells from {}",
-        written,
+        total,
         b.cells.len(),
         file.display()
     );
