@@ -106,42 +106,70 @@ pub(crate) async fn run(
             return Err(TopoError::invalid(format!("cannot start the command: {e}")));
         }
     };
-    let group = Pid::from_raw(child.id().and_then(|i| i32::try_from(i).ok()).unwrap_or(0));
-    let mut lost = None;
+    // The supervisor leads the group; its id is known until it has been waited for.
+    let Some(group) = child
+        .id()
+        .and_then(|i| i32::try_from(i).ok())
+        .map(Pid::from_raw)
+    else {
+        let _ = guard.unlock().await;
+        return Err(TopoError::invalid(
+            "the command's supervisor exited at once",
+        ));
+    };
+    // While the command runs: check the lock every period, without ever holding up signal
+    // forwarding or the command's exit behind a slow check.
+    let mut next_check = tokio::time::Instant::now() + CHECK_PERIOD;
+    let mut checking = None;
+    let mut lost = false;
+    let mut kill_at = None;
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
             _ = interrupt.recv() => signal_group(group, Signal::SIGINT),
             _ = terminate.recv() => signal_group(group, Signal::SIGTERM),
             _ = hangup.recv() => signal_group(group, Signal::SIGHUP),
-            _ = tokio::time::sleep(CHECK_PERIOD), if lost.is_none() => {
-                if let Err(e) = guard.check().await {
+            _ = tokio::time::sleep_until(next_check), if checking.is_none() && !lost => {
+                checking = Some(Box::pin(guard.check()));
+            }
+            result = async {
+                match checking.as_mut() {
+                    Some(check) => check.await,
+                    None => std::future::pending().await,
+                }
+            }, if checking.is_some() => {
+                checking = None;
+                next_check = tokio::time::Instant::now() + CHECK_PERIOD;
+                if let Err(e) = result {
                     if e.is(topo_core::ErrorKind::LockLost) {
                         eprintln!(
                             "topo: the lock on {dir} was lost ({e}); stopping the command \
                              (SIGTERM, SIGKILL after {kill_grace:?})"
                         );
                         signal_group(group, Signal::SIGTERM);
-                        lost = Some(tokio::time::Instant::now() + kill_grace);
+                        lost = true;
+                        kill_at = Some(tokio::time::Instant::now() + kill_grace);
                     }
                 }
             }
-            _ = tokio::time::sleep_until(lost.unwrap_or_else(tokio::time::Instant::now)), if lost.is_some() => {
+            _ = tokio::time::sleep_until(kill_at.unwrap_or_else(tokio::time::Instant::now)), if kill_at.is_some() => {
                 signal_group(group, Signal::SIGKILL);
-                lost = Some(tokio::time::Instant::now() + Duration::from_secs(3600));
+                kill_at = None;
             }
         }
     };
+    drop(checking);
     // Whatever the command left running in its group must not outlive the lock either.
     signal_group(group, Signal::SIGKILL);
-    let held = match lost {
-        Some(_) => Err(TopoError::LockLost(dir.to_string())),
-        None => guard.check().await,
+    let held = if lost {
+        Err(TopoError::LockLost(dir.to_string()))
+    } else {
+        guard.check().await
     };
     let unlocked = guard.unlock().await;
     let status = status.map_err(|e| TopoError::invalid(format!("waiting for the command: {e}")))?;
     if let Err(e) = held.and(unlocked) {
-        if lost.is_none() {
+        if !lost {
             eprintln!("topo: the lock on {dir} was lost while the command ran: {e}");
         }
         return Ok(ExitCode::from(LOCK_LOST_EXIT));
