@@ -192,3 +192,33 @@ async fn unread_watch_stays_bounded() {
     let last = changes.next().await.unwrap().unwrap();
     assert_eq!(last.contents, b"3000");
 }
+
+/// Only a commit rewrites the wake-up file that wakes every process's change-log reader:
+/// a write that is refused (and rolled back) wakes nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_commits_touch_the_wake_file() {
+    use std::time::Duration;
+    use topo_core::{ErrorKind, Version};
+
+    let suite = LocalSuite::new();
+    let conn = suite.open("/r").await.unwrap();
+    conn.create("/f", b"1").await.unwrap();
+    let wake = std::path::PathBuf::from(format!("{}-wake", suite.path.display()));
+    let mtime = || std::fs::metadata(&wake).unwrap().modified().unwrap();
+    let before = mtime();
+    // Past the file system's timestamp granularity.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(conn
+        .create("/f", b"2")
+        .await
+        .unwrap_err()
+        .is(ErrorKind::NodeExists));
+    assert!(conn
+        .update("/f", b"2", Some(&Version::new(999)))
+        .await
+        .unwrap_err()
+        .is(ErrorKind::BadVersion));
+    assert_eq!(mtime(), before, "a refused write rewrote the wake-up file");
+    conn.update("/f", b"2", None).await.unwrap();
+    assert!(mtime() > before, "a commit must rewrite the wake-up file");
+}
