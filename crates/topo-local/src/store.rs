@@ -623,21 +623,24 @@ fn wake_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Asks the operating system to call `changed` whenever the database at `path` or its
-/// `-wal`/`-shm` companions change. `None` (polling only) when it cannot.
+/// Asks the operating system to call `changed` whenever the wake-up file of the database
+/// at `path` is written (after each commit, by any process). `None` (polling only) when it
+/// cannot. The database's own files are not listened to: their writes come before the
+/// commit is visible, several per commit, and would only wake the poller for nothing.
 fn watch_file(path: &Path, changed: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
     use notify::{EventKind, RecursiveMode, Watcher};
-    let name = path.file_name()?.to_os_string();
+    let wake = wake_path(path);
+    let name = wake.file_name()?.to_os_string();
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let handler = move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
-        let ours = event.paths.iter().any(|p| {
-            p.file_name()
-                .is_some_and(|f| f.as_encoded_bytes().starts_with(name.as_encoded_bytes()))
-        });
+        let ours = event
+            .paths
+            .iter()
+            .any(|p| p.file_name() == Some(name.as_os_str()));
         if ours && matches!(event.kind, EventKind::Modify(_) | EventKind::Create(_)) {
             changed.notify_one();
         }

@@ -222,3 +222,40 @@ async fn only_commits_touch_the_wake_file() {
     conn.update("/f", b"2", None).await.unwrap();
     assert!(mtime() > before, "a commit must rewrite the wake-up file");
 }
+
+/// File notifications wake another opener's change-log reader: a change reaches its
+/// watcher far sooner than the fallback timer (500 ms) would bring it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_openers_watch_is_woken_by_file_notifications() {
+    use futures::StreamExt;
+    use std::time::{Duration, Instant};
+
+    let suite = LocalSuite::new();
+    let writer = suite.open("/r").await.unwrap();
+    let watcher = suite.open("/r").await.unwrap();
+    writer.create("/f", b"0").await.unwrap();
+    let (_, mut changes) = watcher.watch("/f").await.unwrap();
+    let mut delays = Vec::new();
+    for i in 1..=20u32 {
+        let value = i.to_string();
+        let start = Instant::now();
+        writer.update("/f", value.as_bytes(), None).await.unwrap();
+        loop {
+            let d = tokio::time::timeout(Duration::from_secs(5), changes.next())
+                .await
+                .expect("the change must arrive")
+                .unwrap()
+                .unwrap();
+            if d.contents == value.as_bytes() {
+                break;
+            }
+        }
+        delays.push(start.elapsed());
+    }
+    delays.sort();
+    assert!(
+        delays[10] < Duration::from_millis(150),
+        "median write-to-watch delay {:?}: the reader was not woken by notifications",
+        delays[10]
+    );
+}
