@@ -184,16 +184,20 @@ pub(crate) async fn acquire(
             })
             .await?
     };
-    guard.in_flight = None;
     loop {
         let notified = store.changed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         if conn.life.is_closed() {
+            // The guard's drop counts its clean-up before its in-flight token goes, so a
+            // close() that came while the entry was being written waits for its removal
+            // (its entry may have joined the list after close() emptied it).
             return Err(TopoError::Interrupted(format!(
                 "{rel_dir}: connection closed"
             )));
         }
+        // Not closed yet: a later close() finds the entry in its list and removes it.
+        guard.in_flight = None;
         if guard.state.lost.load(Ordering::Relaxed) {
             return Err(TopoError::LockLost(rel_dir));
         }
