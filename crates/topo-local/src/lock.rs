@@ -377,17 +377,23 @@ impl LockDescriptor for LocalLock {
     async fn unlock(mut self: Box<Self>) -> Result<()> {
         self.released = true;
         self.keepalive.cancel();
-        self.life.entries().remove(&self.id);
         let (store, key, version, lease) = (
             self.store.clone(),
             self.key.clone(),
             self.version,
             self.lease,
         );
-        let alive =
-            tokio::task::spawn_blocking(move || LocalLock::remove(&store, &key, version, lease))
-                .await
-                .map_err(|e| TopoError::backend("local", "unlock task failed", e))??;
+        // Tracked like the other clean-ups (and counted before the entry leaves the list
+        // close() works through): an unlock whose caller gave up waiting (a timeout) still
+        // finishes before close() of the connection returns.
+        let removal = self
+            .life
+            .cleanups
+            .spawn_blocking(move || LocalLock::remove(&store, &key, version, lease));
+        self.life.entries().remove(&self.id);
+        let alive = removal
+            .await
+            .map_err(|e| TopoError::backend("local", "unlock task failed", e))??;
         if alive {
             Ok(())
         } else {

@@ -259,3 +259,46 @@ async fn another_openers_watch_is_woken_by_file_notifications() {
         delays[10]
     );
 }
+
+/// An unlock whose caller gave up waiting (its write waits behind another writer) still
+/// counts as a pending clean-up: close() returns only once the entry is gone, so the lock
+/// is free at once afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_waits_for_an_abandoned_unlock() {
+    use std::time::Duration;
+
+    let suite = LocalSuite::new();
+    let conn = suite.open("/r").await.unwrap();
+    let other = suite.open("/r").await.unwrap();
+    conn.create("/ks/Keyspace", b"").await.unwrap();
+    let guard = conn.lock("/ks", "holder").await.unwrap();
+    let blocker = rusqlite::Connection::open(&suite.path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), guard.unlock())
+            .await
+            .is_err(),
+        "the unlock must still be waiting for the database when given up"
+    );
+    let closing = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.close().await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !closing.is_finished(),
+        "close() returned while the abandoned unlock had not removed the entry"
+    );
+    blocker.execute_batch("COMMIT").unwrap();
+    tokio::time::timeout(Duration::from_secs(5), closing)
+        .await
+        .expect("close() must return once the unlock finished")
+        .unwrap();
+    other
+        .try_lock("/ks", "after")
+        .await
+        .expect("the lock must be free once close() returned")
+        .unlock()
+        .await
+        .unwrap();
+}
