@@ -63,9 +63,9 @@ impl Backoff {
     /// The pause before the next retry; the nominal pause then grows.
     pub fn next_delay(&mut self) -> Duration {
         let nominal = self.current;
-        self.current = nominal.mul_f64(self.factor).min(self.max);
+        self.current = scaled(nominal, self.factor).min(self.max);
         let spread = 1.0 + self.jitter * (2.0 * rand::random::<f64>() - 1.0);
-        nominal.mul_f64(spread)
+        scaled(nominal, spread)
     }
 
     /// The longest pause.
@@ -77,6 +77,12 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.current = self.initial;
     }
+}
+
+/// `d` times `by` (finite, not negative), saturating where `Duration::mul_f64` would panic
+/// (a `max` near `Duration::MAX`, for "no cap").
+fn scaled(d: Duration, by: f64) -> Duration {
+    Duration::try_from_secs_f64(d.as_secs_f64() * by).unwrap_or(Duration::MAX)
 }
 
 #[cfg(test)]
@@ -103,5 +109,16 @@ mod tests {
             .with_jitter(0.0);
         let got: Vec<Duration> = (0..4).map(|_| exact.next_delay()).collect();
         assert_eq!(got, [ms(10), ms(30), ms(50), ms(50)]);
+    }
+
+    /// An uncapped backoff (`Duration::MAX`) saturates instead of panicking on overflow.
+    #[test]
+    fn uncapped_saturates() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::MAX);
+        let mut last = Duration::ZERO;
+        for _ in 0..200 {
+            last = b.next_delay();
+        }
+        assert!(last > Duration::from_secs(u64::MAX / 2), "{last:?}");
     }
 }

@@ -341,16 +341,23 @@ impl MemoryConn {
                 _ = self.life.closed.cancelled() => {}
             }
         }
+        let rel_dir = path::normalize(dir)?;
         pending.key = None;
         self.life.held().insert(key.clone(), token);
-        Ok(Box::new(MemoryLock {
+        let guard = MemoryLock {
             life: self.life.clone(),
             store: self.store.clone(),
-            dir: path::normalize(dir)?,
+            dir: rel_dir,
             key,
             token: token as u64,
             released: false,
-        }))
+        };
+        // A close() since the check above may have emptied `held` before this lock joined
+        // it: then the lock must not outlive the connection (dropping the guard releases it).
+        if self.life.closed.is_cancelled() {
+            return Err(TopoError::Interrupted(format!("{dir}: connection closed")));
+        }
+        Ok(Box::new(guard))
     }
 }
 

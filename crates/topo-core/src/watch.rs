@@ -1,5 +1,6 @@
 //! [`WatchStream`]: the stream half of a watch, with the contract enforced in one place.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::Hash;
@@ -56,7 +57,10 @@ impl<T> WatchStream<T> {
     /// A watch fed through a coalescing channel: the sender keeps, per key, only the latest
     /// item not yet read (file watches use one key, recursive watches the path), so the
     /// backlog is bounded by the number of keys, however many changes happen while nobody
-    /// reads. An error sent with [`WatchSender::fail`] comes after every queued item.
+    /// reads. Items come in the order of their sends, a replaced item taking the place of
+    /// its replacement (never an earlier one's, which would let it overtake changes of other
+    /// keys made before it). An error sent with [`WatchSender::fail`] comes after every
+    /// queued item.
     pub fn coalescing<K>(path: impl Into<String>) -> (WatchSender<K, T>, Self)
     where
         K: Hash + Eq + Clone + Send + 'static,
@@ -66,6 +70,7 @@ impl<T> WatchStream<T> {
             state: Mutex::new(ChanState {
                 order: VecDeque::new(),
                 latest: HashMap::new(),
+                sent: 0,
                 error: None,
                 sender_gone: false,
                 receiver_gone: false,
@@ -142,10 +147,13 @@ impl<T> Stream for WatchStream<T> {
 }
 
 struct ChanState<K, T> {
-    /// Keys with an unread item, oldest first.
-    order: VecDeque<K>,
-    /// The latest unread item of each key in `order`.
-    latest: HashMap<K, T>,
+    /// Unread sends, oldest first, by number and key; a send whose key has a later one
+    /// since is stale and skipped.
+    order: VecDeque<(u64, K)>,
+    /// The latest unread item of each key, with its send's number.
+    latest: HashMap<K, (u64, T)>,
+    /// Sends so far (the next send's number).
+    sent: u64,
     error: Option<TopoError>,
     sender_gone: bool,
     receiver_gone: bool,
@@ -178,8 +186,15 @@ impl<K: Hash + Eq + Clone, T> WatchSender<K, T> {
         if st.receiver_gone || st.error.is_some() {
             return false;
         }
-        if st.latest.insert(key.clone(), item).is_none() {
-            st.order.push_back(key);
+        let n = st.sent;
+        st.sent += 1;
+        st.latest.insert(key.clone(), (n, item));
+        st.order.push_back((n, key));
+        // Stale sends are dropped once they are as many as the live ones, so the backlog
+        // stays bounded by the number of keys.
+        if st.order.len() > 2 * st.latest.len() + 16 {
+            let ChanState { order, latest, .. } = &mut *st;
+            order.retain(|(n, k)| latest.get(k).is_some_and(|(m, _)| m == n));
         }
         if let Some(w) = st.waker.take() {
             w.wake();
@@ -244,9 +259,11 @@ impl<K: Hash + Eq, T> Stream for Receiver<K, T> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut st = self.chan.lock();
-        while let Some(key) = st.order.pop_front() {
-            if let Some(item) = st.latest.remove(&key) {
-                return Poll::Ready(Some(Ok(item)));
+        while let Some((n, key)) = st.order.pop_front() {
+            if let Entry::Occupied(latest) = st.latest.entry(key) {
+                if latest.get().0 == n {
+                    return Poll::Ready(Some(Ok(latest.remove().1)));
+                }
             }
         }
         if let Some(e) = st.error.take() {
@@ -333,6 +350,29 @@ mod tests {
         drop(tx);
         let got: Vec<_> = s.collect().await;
         assert_eq!(got, vec![Ok(1), Err(TopoError::Interrupted("/r".into()))]);
+    }
+
+    /// A replaced item is delivered in its replacement's place: it never overtakes a change
+    /// of another key sent before it (a recursive watcher that sees a file's latest value
+    /// has seen every change sent before it, a deletion included), and stale sends do not
+    /// pile up while nobody reads.
+    #[tokio::test]
+    async fn coalescing_keeps_the_order_of_latest_sends() {
+        let (tx, mut s) = WatchStream::<(&str, u32)>::coalescing::<&str>("/o");
+        tx.send("a", ("a", 1));
+        tx.send("b", ("b", 1));
+        assert_eq!(s.next().await.unwrap().unwrap(), ("a", 1));
+        tx.send("a", ("a", 2));
+        tx.send("b", ("b", 2));
+        assert_eq!(s.next().await.unwrap().unwrap(), ("a", 2));
+        assert_eq!(s.next().await.unwrap().unwrap(), ("b", 2));
+
+        for i in 0..100_000u32 {
+            tx.send(["a", "b"][i as usize % 2], ("x", i));
+        }
+        assert!(tx.chan.lock().order.len() <= 2 * 2 + 17);
+        assert_eq!(s.next().await.unwrap().unwrap(), ("x", 99_998));
+        assert_eq!(s.next().await.unwrap().unwrap(), ("x", 99_999));
     }
 
     /// A parent token ends the watch with `Interrupted`.

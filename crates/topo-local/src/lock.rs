@@ -184,16 +184,20 @@ pub(crate) async fn acquire(
             })
             .await?
     };
-    guard.in_flight = None;
     loop {
         let notified = store.changed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         if conn.life.is_closed() {
+            // The guard's drop counts its clean-up before its in-flight token goes, so a
+            // close() that came while the entry was being written waits for its removal
+            // (its entry may have joined the list after close() emptied it).
             return Err(TopoError::Interrupted(format!(
                 "{rel_dir}: connection closed"
             )));
         }
+        // Not closed yet: a later close() finds the entry in its list and removes it.
+        guard.in_flight = None;
         if guard.state.lost.load(Ordering::Relaxed) {
             return Err(TopoError::LockLost(rel_dir));
         }
@@ -373,17 +377,23 @@ impl LockDescriptor for LocalLock {
     async fn unlock(mut self: Box<Self>) -> Result<()> {
         self.released = true;
         self.keepalive.cancel();
-        self.life.entries().remove(&self.id);
         let (store, key, version, lease) = (
             self.store.clone(),
             self.key.clone(),
             self.version,
             self.lease,
         );
-        let alive =
-            tokio::task::spawn_blocking(move || LocalLock::remove(&store, &key, version, lease))
-                .await
-                .map_err(|e| TopoError::backend("local", "unlock task failed", e))??;
+        // Tracked like the other clean-ups (and counted before the entry leaves the list
+        // close() works through): an unlock whose caller gave up waiting (a timeout) still
+        // finishes before close() of the connection returns.
+        let removal = self
+            .life
+            .cleanups
+            .spawn_blocking(move || LocalLock::remove(&store, &key, version, lease));
+        self.life.entries().remove(&self.id);
+        let alive = removal
+            .await
+            .map_err(|e| TopoError::backend("local", "unlock task failed", e))??;
         if alive {
             Ok(())
         } else {

@@ -260,17 +260,24 @@ pub(crate) struct Watchers {
 pub(crate) struct Store {
     path: PathBuf,
     reader: Mutex<Connection>,
-    writer: Arc<Mutex<Connection>>,
+    writer: Arc<Writer>,
     watchers: Mutex<Watchers>,
     /// Woken after every batch of changes the poller sees.
     pub(crate) changed: Notify,
     pub(crate) poll_interval: Duration,
-    /// Woken when the file may have changed (a file notification, or a write of ours).
+    /// Woken when the file may have changed (a file notification, or a commit of ours).
     file_changed: Arc<Notify>,
     /// Keeps the file notifications coming; `None` when the system cannot send them.
     _file_watcher: Option<notify::RecommendedWatcher>,
+}
+
+/// The write connection, and how its commits are announced.
+struct Writer {
+    conn: Mutex<Connection>,
     /// The wake-up file rewritten after each commit; `None` when it cannot be opened.
     wake_file: Option<std::fs::File>,
+    /// This store's poller, woken at once by a commit of ours.
+    file_changed: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Store {
@@ -329,13 +336,16 @@ impl Store {
         let store = Arc::new(Store {
             path: path.to_path_buf(),
             reader: Mutex::new(reader),
-            writer: Arc::new(Mutex::new(writer)),
+            writer: Arc::new(Writer {
+                conn: Mutex::new(writer),
+                wake_file,
+                file_changed: file_changed.clone(),
+            }),
             watchers: Mutex::new(Watchers::default()),
             changed: Notify::new(),
             poll_interval,
             file_changed,
             _file_watcher: file_watcher,
-            wake_file,
         });
         tokio::spawn(poll(Arc::downgrade(&store), poller, start_seq));
         Ok(store)
@@ -366,31 +376,16 @@ impl Store {
         // On a multi-threaded runtime the write runs right here, with the runtime told that
         // this thread may block (no hand-off to another thread); elsewhere it moves to the
         // blocking pool.
-        let result = if tokio::runtime::Handle::current().runtime_flavor()
+        if tokio::runtime::Handle::current().runtime_flavor()
             == tokio::runtime::RuntimeFlavor::MultiThread
         {
-            tokio::task::block_in_place(|| run_write(&self.writer, what, f))
-        } else {
-            let writer = self.writer.clone();
-            let what = what.to_string();
-            tokio::task::spawn_blocking(move || run_write(&writer, &what, f))
-                .await
-                .map_err(|e| TopoError::backend("local", "write task failed", e))?
-        };
-        self.committed();
-        result
-    }
-
-    /// Tells every process's poller that a commit is complete.
-    fn committed(&self) {
-        use std::os::unix::fs::FileExt;
-        if let Some(f) = &self.wake_file {
-            if let Err(e) = f.write_at(&[0], 0) {
-                tracing::debug!(path = %self.path.display(), "writing the wake-up file: {e}");
-            }
+            return tokio::task::block_in_place(|| self.writer.run(what, f));
         }
-        // Our own watchers need not wait for the file notification.
-        self.file_changed.notify_one();
+        let writer = self.writer.clone();
+        let what = what.to_string();
+        tokio::task::spawn_blocking(move || writer.run(&what, f))
+            .await
+            .map_err(|e| TopoError::backend("local", "write task failed", e))?
     }
 
     /// As [`Store::write`], on the calling thread (for `Drop` cleanups).
@@ -399,9 +394,7 @@ impl Store {
         what: &str,
         f: impl FnOnce(&Write<'_>) -> Result<T>,
     ) -> Result<T> {
-        let result = run_write(&self.writer, what, f);
-        self.committed();
-        result
+        self.writer.run(what, f)
     }
 
     /// Holds the watcher lists: a watch registers under this guard after reading its
@@ -550,19 +543,36 @@ impl Watchers {
     }
 }
 
-fn run_write<T>(
-    writer: &Mutex<Connection>,
-    what: &str,
-    f: impl FnOnce(&Write<'_>) -> Result<T>,
-) -> Result<T> {
-    let mut conn = lock(writer);
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| convert(e, what))?;
-    let w = Write { tx };
-    let out = f(&w)?;
-    w.tx.commit().map_err(|e| convert(e, what))?;
-    Ok(out)
+impl Writer {
+    /// Runs `f` in an IMMEDIATE transaction and, once it committed, tells every process's
+    /// poller (also when the caller's future is gone by then; a rolled-back write wakes
+    /// nobody).
+    fn run<T>(&self, what: &str, f: impl FnOnce(&Write<'_>) -> Result<T>) -> Result<T> {
+        let out = {
+            let mut conn = lock(&self.conn);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| convert(e, what))?;
+            let w = Write { tx };
+            let out = f(&w)?;
+            w.tx.commit().map_err(|e| convert(e, what))?;
+            out
+        };
+        self.committed();
+        Ok(out)
+    }
+
+    /// Tells every process's poller that a commit is complete.
+    fn committed(&self) {
+        use std::os::unix::fs::FileExt;
+        if let Some(f) = &self.wake_file {
+            if let Err(e) = f.write_at(&[0], 0) {
+                tracing::debug!("writing the wake-up file: {e}");
+            }
+        }
+        // Our own watchers need not wait for the file notification.
+        self.file_changed.notify_one();
+    }
 }
 
 /// The poller: reads new change-log rows and fans them out; sweeps expired leases.
@@ -613,21 +623,24 @@ fn wake_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Asks the operating system to call `changed` whenever the database at `path` or its
-/// `-wal`/`-shm` companions change. `None` (polling only) when it cannot.
+/// Asks the operating system to call `changed` whenever the wake-up file of the database
+/// at `path` is written (after each commit, by any process). `None` (polling only) when it
+/// cannot. The database's own files are not listened to: their writes come before the
+/// commit is visible, several per commit, and would only wake the poller for nothing.
 fn watch_file(path: &Path, changed: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
     use notify::{EventKind, RecursiveMode, Watcher};
-    let name = path.file_name()?.to_os_string();
+    let wake = wake_path(path);
+    let name = wake.file_name()?.to_os_string();
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let handler = move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
-        let ours = event.paths.iter().any(|p| {
-            p.file_name()
-                .is_some_and(|f| f.as_encoded_bytes().starts_with(name.as_encoded_bytes()))
-        });
+        let ours = event
+            .paths
+            .iter()
+            .any(|p| p.file_name() == Some(name.as_os_str()));
         if ours && matches!(event.kind, EventKind::Modify(_) | EventKind::Create(_)) {
             changed.notify_one();
         }

@@ -192,3 +192,113 @@ async fn unread_watch_stays_bounded() {
     let last = changes.next().await.unwrap().unwrap();
     assert_eq!(last.contents, b"3000");
 }
+
+/// Only a commit rewrites the wake-up file that wakes every process's change-log reader:
+/// a write that is refused (and rolled back) wakes nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_commits_touch_the_wake_file() {
+    use std::time::Duration;
+    use topo_core::{ErrorKind, Version};
+
+    let suite = LocalSuite::new();
+    let conn = suite.open("/r").await.unwrap();
+    conn.create("/f", b"1").await.unwrap();
+    let wake = std::path::PathBuf::from(format!("{}-wake", suite.path.display()));
+    let mtime = || std::fs::metadata(&wake).unwrap().modified().unwrap();
+    let before = mtime();
+    // Past the file system's timestamp granularity.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(conn
+        .create("/f", b"2")
+        .await
+        .unwrap_err()
+        .is(ErrorKind::NodeExists));
+    assert!(conn
+        .update("/f", b"2", Some(&Version::new(999)))
+        .await
+        .unwrap_err()
+        .is(ErrorKind::BadVersion));
+    assert_eq!(mtime(), before, "a refused write rewrote the wake-up file");
+    conn.update("/f", b"2", None).await.unwrap();
+    assert!(mtime() > before, "a commit must rewrite the wake-up file");
+}
+
+/// File notifications wake another opener's change-log reader: a change reaches its
+/// watcher far sooner than the fallback timer (500 ms) would bring it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_openers_watch_is_woken_by_file_notifications() {
+    use futures::StreamExt;
+    use std::time::{Duration, Instant};
+
+    let suite = LocalSuite::new();
+    let writer = suite.open("/r").await.unwrap();
+    let watcher = suite.open("/r").await.unwrap();
+    writer.create("/f", b"0").await.unwrap();
+    let (_, mut changes) = watcher.watch("/f").await.unwrap();
+    let mut delays = Vec::new();
+    for i in 1..=20u32 {
+        let value = i.to_string();
+        let start = Instant::now();
+        writer.update("/f", value.as_bytes(), None).await.unwrap();
+        loop {
+            let d = tokio::time::timeout(Duration::from_secs(5), changes.next())
+                .await
+                .expect("the change must arrive")
+                .unwrap()
+                .unwrap();
+            if d.contents == value.as_bytes() {
+                break;
+            }
+        }
+        delays.push(start.elapsed());
+    }
+    delays.sort();
+    assert!(
+        delays[10] < Duration::from_millis(150),
+        "median write-to-watch delay {:?}: the reader was not woken by notifications",
+        delays[10]
+    );
+}
+
+/// An unlock whose caller gave up waiting (its write waits behind another writer) still
+/// counts as a pending clean-up: close() returns only once the entry is gone, so the lock
+/// is free at once afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_waits_for_an_abandoned_unlock() {
+    use std::time::Duration;
+
+    let suite = LocalSuite::new();
+    let conn = suite.open("/r").await.unwrap();
+    let other = suite.open("/r").await.unwrap();
+    conn.create("/ks/Keyspace", b"").await.unwrap();
+    let guard = conn.lock("/ks", "holder").await.unwrap();
+    let blocker = rusqlite::Connection::open(&suite.path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), guard.unlock())
+            .await
+            .is_err(),
+        "the unlock must still be waiting for the database when given up"
+    );
+    let closing = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.close().await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !closing.is_finished(),
+        "close() returned while the abandoned unlock had not removed the entry"
+    );
+    blocker.execute_batch("COMMIT").unwrap();
+    tokio::time::timeout(Duration::from_secs(5), closing)
+        .await
+        .expect("close() must return once the unlock finished")
+        .unwrap();
+    other
+        .try_lock("/ks", "after")
+        .await
+        .expect("the lock must be free once close() returned")
+        .unlock()
+        .await
+        .unwrap();
+}
