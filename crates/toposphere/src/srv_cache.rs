@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use topo_core::backoff::Backoff;
 use topo_core::{Result, TopoError};
 use topo_proto::topodata::SrvKeyspace;
@@ -91,28 +91,12 @@ pub struct SrvCache {
     vschemas: Entries<SrvVSchema>,
     stop: CancellationToken,
     /// Background tasks still running (one per cached record).
-    tasks: Arc<AtomicUsize>,
+    tasks: TaskTracker,
 }
 
 impl Drop for SrvCache {
     fn drop(&mut self) {
         self.stop.cancel();
-    }
-}
-
-/// Counts a running background task until dropped.
-struct TaskCount(Arc<AtomicUsize>);
-
-impl TaskCount {
-    fn new(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::SeqCst);
-        TaskCount(count.clone())
-    }
-}
-
-impl Drop for TaskCount {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -228,7 +212,7 @@ impl SrvCache {
             keyspaces: Entries::default(),
             vschemas: Entries::default(),
             stop: CancellationToken::new(),
-            tasks: Arc::new(AtomicUsize::new(0)),
+            tasks: TaskTracker::new(),
         })
     }
 
@@ -257,11 +241,9 @@ impl SrvCache {
         let mut map = lock_map(&entries.by_key);
         let entry = map.entry(key.clone()).or_insert_with(|| {
             let (tx, rx) = watch::channel(None);
-            let count = TaskCount::new(&self.tasks);
             let follow = follow(tx, self.stop.clone(), self.options.backoff.clone(), start);
             let idle = evict_when_idle(entries.by_key.clone(), key, self.options.idle_ttl);
-            tokio::spawn(async move {
-                let _count = count;
+            self.tasks.spawn(async move {
                 // Evicted: the watch (and its sender) is dropped with `follow`.
                 tokio::select! {
                     _ = follow => {}
@@ -399,7 +381,7 @@ mod tests {
         }
         assert!(cache.get_srv_vschema("c1").await.is_err());
         assert_eq!(cache.len(), 52);
-        assert_eq!(cache.tasks.load(Ordering::SeqCst), 52);
+        assert_eq!(cache.tasks.len(), 52);
 
         // Asked for again within the TTL: kept after the others are evicted.
         tokio::time::sleep(idle_ttl / 2).await;
@@ -415,12 +397,12 @@ mod tests {
         );
 
         let deadline = Instant::now() + Duration::from_secs(5);
-        while cache.tasks.load(Ordering::SeqCst) > 0 || !cache.is_empty() {
+        while !cache.tasks.is_empty() || !cache.is_empty() {
             assert!(
                 Instant::now() < deadline,
                 "{} records and {} tasks left after the idle TTL",
                 cache.len(),
-                cache.tasks.load(Ordering::SeqCst)
+                cache.tasks.len()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
