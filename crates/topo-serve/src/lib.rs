@@ -38,6 +38,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
 use topo_core::{ErrorKind, TopoError, Version};
 use toposphere::Server;
 
@@ -77,6 +78,8 @@ pub struct App {
     /// The last page content rendered for each page, shown with a banner while the topology
     /// does not answer.
     last_good: Mutex<HashMap<String, String>>,
+    /// Cancelled when the server stops: ends the event streams, which never end otherwise.
+    closing: CancellationToken,
 }
 
 impl App {
@@ -88,7 +91,16 @@ impl App {
             options,
             live: Arc::new(Live::default()),
             last_good: Mutex::default(),
+            closing: CancellationToken::new(),
         })
+    }
+
+    /// Ends every open event stream (`/events`), and later ones at once, so a graceful
+    /// shutdown does not wait for the pages still open. [`serve`] calls it when `shutdown`
+    /// completes; a program serving [`router`] itself calls it before waiting for its
+    /// connections.
+    pub fn close(&self) {
+        self.closing.cancel();
     }
 
     /// The live state: change events and connection status.
@@ -116,6 +128,11 @@ pub async fn serve(
     let tls = options.tls.clone();
     let app = App::new(ts.clone(), options);
     let watcher = tokio::spawn(live::run(ts, app.live().clone()));
+    let closing = app.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.close();
+    };
     let result = match tls {
         Some(config) => serve_tls(listener, router(app), config, shutdown).await,
         None => {
@@ -467,7 +484,11 @@ async fn events(
         // Missed events: a change event makes the page re-read everything.
         Err(_) => Ok(sse_event(&Event::Change { generation: 0 })),
     });
-    Sse::new(tokio_stream::once(Ok(first)).chain(later)).keep_alive(KeepAlive::default())
+    let stream = futures::StreamExt::take_until(
+        tokio_stream::once(Ok(first)).chain(later),
+        app.closing.clone().cancelled_owned(),
+    );
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 async fn metrics_text(State(app): State<Arc<App>>) -> Response {

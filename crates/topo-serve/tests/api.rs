@@ -696,3 +696,29 @@ async fn readme_curl_reads_answer() {
     }
     assert!(checked >= 9, "only {checked} curl lines found");
 }
+
+/// Stopping the server ends the event streams of open pages, so `serve` returns instead of
+/// waiting for every browser tab to close.
+#[tokio::test]
+async fn shutdown_ends_open_event_streams() {
+    let (_dir, ts) = local_demo().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(topo_serve::serve(
+        ts,
+        listener,
+        ServeOptions::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let mut events = open_events(addr).await;
+    wait_line(&mut events, "\"kind\":\"status\"").await;
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .expect("serve did not return within 10 s of the shutdown signal with a page open")
+        .unwrap()
+        .unwrap();
+}
