@@ -114,6 +114,23 @@ impl Live {
     }
 }
 
+/// Counts one open watch (or poll) while it lives, so the gauge also falls when the task
+/// holding it is aborted (a cell removed, the server stopped).
+struct OpenWatch<'a>(&'a AtomicU64);
+
+impl<'a> OpenWatch<'a> {
+    fn new(live: &'a Live) -> Self {
+        live.open_watches.fetch_add(1, Ordering::Relaxed);
+        OpenWatch(&live.open_watches)
+    }
+}
+
+impl Drop for OpenWatch<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Watches `conn` (the cell `cell`) until the task is aborted, reporting changes and
 /// failures to `live`. Uses a recursive watch of the root where the backend has one, and
 /// polls the file versions where it has not.
@@ -126,7 +143,7 @@ async fn watch_cell(live: Arc<Live>, cell: String, conn: Arc<dyn Conn>) {
                 // What happened while the watch was down is unknown: refresh.
                 live.changed();
                 backoff = BACKOFF_MIN;
-                live.open_watches.fetch_add(1, Ordering::Relaxed);
+                let open = OpenWatch::new(&live);
                 let end = loop {
                     match stream.next().await {
                         Some(Ok(_)) => live.changed(),
@@ -134,7 +151,7 @@ async fn watch_cell(live: Arc<Live>, cell: String, conn: Arc<dyn Conn>) {
                         None => break TopoError::backend_msg("watch", "the watch ended"),
                     }
                 };
-                live.open_watches.fetch_sub(1, Ordering::Relaxed);
+                drop(open);
                 live.watch_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(cell, "watch ended: {end}; re-watching");
                 live.set_status(&cell, Some(&end));
@@ -157,7 +174,7 @@ async fn watch_cell(live: Arc<Live>, cell: String, conn: Arc<dyn Conn>) {
 /// counts as an open watch.
 async fn poll_cell(live: &Live, cell: &str, conn: &dyn Conn) {
     let mut last: Option<Vec<(String, String)>> = None;
-    live.open_watches.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenWatch::new(live);
     loop {
         match model::all_files(conn).await {
             Ok(files) => {
@@ -172,7 +189,6 @@ async fn poll_cell(live: &Live, cell: &str, conn: &dyn Conn) {
                 last = Some(now);
             }
             Err(e) => {
-                live.open_watches.fetch_sub(1, Ordering::Relaxed);
                 live.watch_errors.fetch_add(1, Ordering::Relaxed);
                 live.set_status(cell, Some(&e));
                 return;

@@ -722,3 +722,25 @@ async fn shutdown_ends_open_event_streams() {
         .unwrap()
         .unwrap();
 }
+
+/// A cell's watch stops, and stops counting as open, when the cell is removed.
+#[tokio::test]
+async fn removed_cell_closes_its_watch() {
+    let (_dir, ts) = local_demo().await;
+    let (_addr, app) = start(ts.clone()).await;
+    watches_open(&app).await;
+    assert_eq!(app.live().counts().open_watches, 3);
+    ts.delete_cell_info("zone2", true).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while app.live().counts().open_watches != 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "open watches still {} 10 s after zone2 was removed",
+            app.live().counts().open_watches
+        )
+    });
+}
