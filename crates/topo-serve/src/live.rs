@@ -1,6 +1,7 @@
 //! Live updates: watches on the global cell and every cell turn into change events for the
 //! pages (server-sent events), and their failures into a connection status.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// the global cell). A watch may retry quietly while its server is down, so the probe is
 /// what notices a lost connection.
 const CELLS_EVERY: Duration = Duration::from_secs(2);
+/// The shortest pause between two such passes.
+const CELLS_AT_MOST_EVERY: Duration = Duration::from_millis(250);
 
 /// What the event stream tells the pages.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -236,26 +239,27 @@ pub async fn run(ts: Server, live: Arc<Live>) {
                     keep
                 });
                 for cell in names {
-                    if let Some(conn) = tasks.0.contains_key(&cell).then(|| ts.conn_for_cell(&cell))
-                    {
-                        match conn.await {
-                            Ok(conn) => probe(&live, &cell, conn.as_ref()).await,
-                            Err(e) => live.set_status(&cell, Some(&e)),
+                    let conn = match ts.conn_for_cell(&cell).await {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            live.set_status(&cell, Some(&e));
+                            continue;
                         }
-                        continue;
-                    }
-                    match ts.conn_for_cell(&cell).await {
-                        Ok(conn) => {
-                            let task = tokio::spawn(watch_cell(live.clone(), cell.clone(), conn));
-                            tasks.0.insert(cell, task);
+                    };
+                    match tasks.0.entry(cell) {
+                        Entry::Occupied(e) => probe(&live, e.key(), conn.as_ref()).await,
+                        Entry::Vacant(e) => {
+                            let task =
+                                tokio::spawn(watch_cell(live.clone(), e.key().clone(), conn));
+                            e.insert(task);
                         }
-                        Err(e) => live.set_status(&cell, Some(&e)),
                     }
                 }
             }
             Err(e) => tracing::debug!("cannot read the cells: {e}"),
         }
-        // Re-read the cells after a change (perhaps to cells/) or a while.
+        // Re-read the cells after a change (perhaps to cells/) or a while, but not once per
+        // change: a burst of writes would otherwise cost a probe of every cell each.
         let _ = tokio::time::timeout(CELLS_EVERY, async {
             while let Ok(ev) = changes.recv().await {
                 if matches!(ev, Event::Change { .. }) {
@@ -264,5 +268,8 @@ pub async fn run(ts: Server, live: Arc<Live>) {
             }
         })
         .await;
+        tokio::time::sleep(CELLS_AT_MOST_EVERY).await;
+        // The pass that follows reads the state after every change seen so far.
+        changes = changes.resubscribe();
     }
 }

@@ -744,3 +744,32 @@ async fn removed_cell_closes_its_watch() {
         )
     });
 }
+
+/// A burst of changes does not make the browser re-read the cells and probe each of them
+/// once per change: the probes of a cell stay few while a hundred writes land.
+#[tokio::test]
+async fn burst_of_changes_does_not_probe_cells_per_change() {
+    let (_dir, ts) = local_demo().await;
+    let (_addr, app) = start(ts.clone()).await;
+    watches_open(&app).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let probes = || ts.stats().get("zone1", topo_core::wrap::Op::ListDir).calls;
+    let before = probes();
+    let start = Instant::now();
+    for i in 0..100 {
+        ts.global()
+            .update("burst", i.to_string().as_bytes(), None)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let elapsed = start.elapsed();
+    let made = probes() - before;
+    eprintln!("{made} probes of zone1 during 100 writes in {elapsed:?}");
+    // At most one probe per 250 ms, plus one for the pass under way.
+    let bound = elapsed.as_millis() as u64 / 250 + 2;
+    assert!(
+        made <= bound,
+        "{made} probes of zone1 in {elapsed:?} (bound {bound})"
+    );
+}
