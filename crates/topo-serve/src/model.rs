@@ -4,8 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::Value;
+use topo_core::types::{DirEntry, DirEntryType};
 use topo_core::{Conn, ErrorKind, Result, TopoError, Version};
 use topo_proto::json::{message_type_for_path, to_json, to_text, JsonForm};
 use topo_proto::names::{alias_string, key_range_string};
@@ -316,36 +318,59 @@ fn canonical(path: &str) -> String {
     format!("/{}", path.trim_start_matches('/'))
 }
 
-/// Lists every file by walking directories (ZooKeeper has no prefix read).
+/// How many reads a directory walk keeps in flight.
+const WALK_READS: usize = 16;
+
+/// Lists every file by walking directories (ZooKeeper has no prefix read), a level at a
+/// time with the listings and reads of a level in parallel: a few round trips per level
+/// instead of one per directory and file (Vitess's tree is a directory per tablet and
+/// shard, each holding one file).
 async fn walk(conn: &dyn Conn) -> Result<Vec<(FileEntry, Vec<u8>)>> {
     let mut out = Vec::new();
     let mut dirs = vec![String::from("/")];
-    while let Some(dir) = dirs.pop() {
-        let entries = match conn.list_dir(&dir, true).await {
-            Ok(e) => e,
-            Err(e) if e.is_no_node() => continue,
-            Err(e) => return Err(e),
-        };
-        for e in entries {
-            let path = format!("{}/{}", dir.trim_end_matches('/'), e.name);
-            if e.entry_type == topo_core::types::DirEntryType::Directory {
-                dirs.push(path);
-                continue;
-            }
-            match conn.get(&path).await {
-                Ok((bytes, version)) => out.push((
-                    FileEntry {
-                        path,
-                        version: version.to_string(),
-                        size: bytes.len(),
-                    },
-                    bytes,
-                )),
-                // Deleted since the listing.
-                Err(e) if e.is_no_node() => {}
-                Err(e) => return Err(e),
+    while !dirs.is_empty() {
+        let listings: Vec<(String, Vec<DirEntry>)> = stream::iter(std::mem::take(&mut dirs))
+            .map(|dir| async move {
+                match conn.list_dir(&dir, true).await {
+                    Ok(entries) => Ok((dir, entries)),
+                    Err(e) if e.is_no_node() => Ok((dir, Vec::new())),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(WALK_READS)
+            .try_collect()
+            .await?;
+        let mut files = Vec::new();
+        for (dir, entries) in listings {
+            for e in entries {
+                let path = format!("{}/{}", dir.trim_end_matches('/'), e.name);
+                if e.entry_type == DirEntryType::Directory {
+                    dirs.push(path);
+                } else {
+                    files.push(path);
+                }
             }
         }
+        let read: Vec<Option<(FileEntry, Vec<u8>)>> = stream::iter(files)
+            .map(|path| async move {
+                match conn.get(&path).await {
+                    Ok((bytes, version)) => Ok(Some((
+                        FileEntry {
+                            path,
+                            version: version.to_string(),
+                            size: bytes.len(),
+                        },
+                        bytes,
+                    ))),
+                    // Deleted since the listing.
+                    Err(e) if e.is_no_node() => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(WALK_READS)
+            .try_collect()
+            .await?;
+        out.extend(read.into_iter().flatten());
     }
     out.sort_by(|a, b| a.0.path.cmp(&b.0.path));
     Ok(out)

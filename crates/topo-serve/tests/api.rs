@@ -773,3 +773,47 @@ async fn burst_of_changes_does_not_probe_cells_per_change() {
         "{made} probes of zone1 in {elapsed:?} (bound {bound})"
     );
 }
+
+/// A backend without prefix reads (as ZooKeeper), each call 5 ms away.
+#[derive(Debug)]
+struct NoListFarAway;
+
+#[async_trait::async_trait]
+impl ConnHook for NoListFarAway {
+    type Permit = ();
+
+    async fn before(&self, op: Op, _path: &str) -> topo_core::Result<()> {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if op == Op::List {
+            return Err(TopoError::NoImplementation("no prefix reads here".into()));
+        }
+        Ok(())
+    }
+
+    fn after(&self, _op: Op, _permit: (), _error: Option<&TopoError>) {}
+}
+
+/// Walking the directories finds the same files, versions and contents as a prefix read.
+#[tokio::test]
+async fn walking_directories_reads_what_a_prefix_read_does() {
+    let (_dir, ts) = local_demo().await;
+    let key = |v: &[(topo_serve::model::FileEntry, Vec<u8>)]| {
+        v.iter()
+            .map(|(f, b)| (f.path.clone(), f.version.clone(), f.size, b.clone()))
+            .collect::<Vec<_>>()
+    };
+    for cell in ["global", "zone1"] {
+        let conn = topo_serve::model::conn(&ts, cell).await.unwrap();
+        let listed = topo_serve::model::all_files(conn.as_ref()).await.unwrap();
+        let far = HookedConn::new(conn, NoListFarAway);
+        let start = Instant::now();
+        let walked = topo_serve::model::all_files(&far).await.unwrap();
+        eprintln!(
+            "walked {} files of {cell} in {:?} at 5 ms a call",
+            walked.len(),
+            start.elapsed()
+        );
+        assert!(listed.len() > 3, "{cell}: {}", listed.len());
+        assert_eq!(key(&walked), key(&listed), "{cell}");
+    }
+}
