@@ -408,24 +408,25 @@ async fn keyspace_page(
     )
 }
 
-/// Every file of the global cell and of every cell (a cell that cannot be read shows its
-/// error instead).
+/// Every file of the global cell and of every cell, the cells read in parallel (a cell that
+/// cannot be read shows its error instead, after no longer than the slowest one).
 async fn all_cells_files(
     ts: &Server,
 ) -> Result<BTreeMap<String, Result<Vec<model::FileEntry>, String>>, TopoError> {
-    let mut out = BTreeMap::new();
+    let entries = |files: Vec<(model::FileEntry, Vec<u8>)>| files.into_iter().map(|(f, _)| f);
     let global = model::all_files(ts.global().as_ref()).await?;
-    out.insert(
-        GLOBAL.to_string(),
-        Ok(global.into_iter().map(|(f, _)| f).collect()),
-    );
-    for cell in ts.get_cell_info_names().await? {
-        let files = async { model::all_files(model::conn(ts, &cell).await?.as_ref()).await }
-            .await
-            .map(|v| v.into_iter().map(|(f, _)| f).collect())
-            .map_err(|e| e.to_string());
-        out.insert(cell, files);
-    }
+    let cells = futures::future::join_all(ts.get_cell_info_names().await?.into_iter().map(
+        |cell| async move {
+            let files = async { model::all_files(model::conn(ts, &cell).await?.as_ref()).await }
+                .await
+                .map(|files| entries(files).collect())
+                .map_err(|e| e.to_string());
+            (cell, files)
+        },
+    ))
+    .await;
+    let mut out: BTreeMap<_, _> = cells.into_iter().collect();
+    out.insert(GLOBAL.to_string(), Ok(entries(global).collect()));
     Ok(out)
 }
 
