@@ -437,13 +437,13 @@ async fn tree_page(State(app): State<Arc<App>>, Query(q): Query<PathQuery>) -> R
             let content = model::file(&app.ts, cell, path)
                 .await
                 .map(|f| html::file(&f, app.options.allow_writes));
-            respond(
-                &app,
-                format!("/tree {cell} {path}"),
-                path,
-                fragment,
-                content,
-            )
+            // Keyed by the clean path, so spellings of one file (`//a/./b`) share an entry
+            // instead of adding one each.
+            let key = format!(
+                "/tree {cell} {}",
+                topo_core::path::clean(&format!("/{path}"))
+            );
+            respond(&app, key, path, fragment, content)
         }
         _ => {
             let content = all_cells_files(&app.ts).await.map(|c| html::tree(&c));
@@ -658,4 +658,36 @@ async fn api_locks(State(app): State<Arc<App>>) -> ApiResult<model::LocksView> {
     Ok(Json(
         model::locks(&app.ts, app.options.stale_lock_after).await?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn spellings_of_one_file_share_one_last_known_page() {
+        let registry = toposphere::Registry::with_memory();
+        let ts = Server::open(
+            &registry,
+            "memory",
+            "",
+            "/vitess/global",
+            toposphere::ServerConfig::default(),
+        )
+        .await
+        .unwrap();
+        ts.global().create("notes/a", b"hello").await.unwrap();
+        let app = App::new(ts, ServeOptions::default());
+        for spelling in ["/notes/a", "notes/a", "//notes/./a", "/notes/x/../a/"] {
+            let q = PathQuery {
+                cell: Some(GLOBAL.into()),
+                path: Some(spelling.into()),
+                version: None,
+                fragment: None,
+            };
+            let r = tree_page(State(app.clone()), Query(q)).await;
+            assert_eq!(r.status(), StatusCode::OK, "{spelling}");
+        }
+        assert_eq!(app.last_good.lock().unwrap().len(), 1);
+    }
 }
