@@ -145,11 +145,10 @@ async fn cell_view(ts: &Server, name: String) -> CellView {
     }
 }
 
-/// The shards of `keyspace`.
+/// The shards of `keyspace`, by name (one prefix read where the backend has them).
 pub async fn shards(ts: &Server, keyspace: &str) -> Result<Vec<ShardView>> {
     let mut out = Vec::new();
-    for name in ts.get_shard_names(keyspace).await? {
-        let si = ts.get_shard(keyspace, &name).await?;
+    for (name, si) in ts.find_all_shards_in_keyspace(keyspace).await? {
         let s = &si.shard;
         out.push(ShardView {
             keyspace: keyspace.to_string(),

@@ -817,3 +817,16 @@ async fn walking_directories_reads_what_a_prefix_read_does() {
         assert_eq!(key(&walked), key(&listed), "{cell}");
     }
 }
+
+/// The overview reads each keyspace's shards in one prefix read, not a read per shard.
+#[tokio::test]
+async fn overview_reads_shards_per_keyspace_not_per_shard() {
+    let (_dir, ts) = local_demo().await;
+    let gets = || ts.stats().get("global", topo_core::wrap::Op::Get).calls;
+    let lists = || ts.stats().get("global", topo_core::wrap::Op::List).calls;
+    let (g, l) = (gets(), lists());
+    let shards = topo_serve::model::shards(&ts, "customer").await.unwrap();
+    let names: Vec<_> = shards.iter().map(|s| s.shard.as_str()).collect();
+    assert_eq!(names, ["-80", "80-"]);
+    assert_eq!((gets() - g, lists() - l), (0, 1));
+}
