@@ -148,7 +148,9 @@ pub async fn serve(
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts TLS connections and serves HTTP/1.1 on each until `shutdown` completes.
+/// Accepts TLS connections and serves HTTP/1.1 on each until `shutdown` completes, then
+/// shuts the open connections down gracefully and waits for them (as `axum::serve` does for
+/// plain HTTP), so nothing is answered once this returns.
 async fn serve_tls(
     listener: tokio::net::TcpListener,
     app: Router,
@@ -156,10 +158,14 @@ async fn serve_tls(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
+            _ = &mut shutdown => {
+                connections.shutdown().await;
+                return Ok(());
+            }
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -172,6 +178,7 @@ async fn serve_tls(
         };
         let acceptor = acceptor.clone();
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let watcher = connections.watcher();
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -179,11 +186,9 @@ async fn serve_tls(
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
             };
             let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .with_upgrades()
-                .await
-            {
+            let connection =
+                hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+            if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
         });
