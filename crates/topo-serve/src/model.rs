@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::{join_all, try_join_all};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::Value;
@@ -209,70 +210,69 @@ pub async fn tablets(ts: &Server, cell: &str) -> Result<Vec<TabletView>> {
     Ok(out)
 }
 
-/// The serving graph of `keyspaces` in `cell`, each flagged when missing or broken.
+/// The serving graph of `keyspaces` in `cell`, each flagged when missing or broken (the
+/// keyspaces read in parallel).
 pub async fn serving(ts: &Server, cell: &str, keyspaces: &[String]) -> Result<Vec<ServingView>> {
-    let mut out = Vec::new();
-    for ks in keyspaces {
-        let view = match ts.get_srv_keyspace(cell, ks).await {
-            Ok(srv) => {
-                let partitions = srv
-                    .partitions
-                    .iter()
-                    .map(|p| PartitionView {
-                        served_type: type_name(p.served_type).to_string(),
-                        shards: p
-                            .shard_references
-                            .iter()
-                            .map(|r| key_range_string(r.key_range.as_ref()))
-                            .collect(),
-                    })
-                    .collect();
-                // Vitess's own check finds gaps and overlaps between key ranges.
-                let problem = order_and_check_partitions(ks, &mut srv.clone())
-                    .err()
-                    .map(|e| e.to_string());
-                ServingView {
-                    cell: cell.to_string(),
-                    keyspace: ks.clone(),
-                    partitions,
-                    problem,
-                }
-            }
-            Err(e) if e.is_no_node() => ServingView {
-                cell: cell.to_string(),
-                keyspace: ks.clone(),
-                partitions: Vec::new(),
-                problem: Some(format!("cell {cell} has no SrvKeyspace for {ks}")),
-            },
-            Err(e) => return Err(e),
-        };
-        out.push(view);
-    }
-    Ok(out)
+    try_join_all(keyspaces.iter().map(|ks| serving_of(ts, cell, ks))).await
 }
 
-/// Reads the overview. Cells that do not answer are reported as unreachable and their
-/// tablets and serving data left out; a global cell that does not answer is an error.
+async fn serving_of(ts: &Server, cell: &str, ks: &str) -> Result<ServingView> {
+    let srv = match ts.get_srv_keyspace(cell, ks).await {
+        Ok(srv) => srv,
+        Err(e) if e.is_no_node() => {
+            return Ok(ServingView {
+                cell: cell.to_string(),
+                keyspace: ks.to_string(),
+                partitions: Vec::new(),
+                problem: Some(format!("cell {cell} has no SrvKeyspace for {ks}")),
+            })
+        }
+        Err(e) => return Err(e),
+    };
+    let partitions = srv
+        .partitions
+        .iter()
+        .map(|p| PartitionView {
+            served_type: type_name(p.served_type).to_string(),
+            shards: p
+                .shard_references
+                .iter()
+                .map(|r| key_range_string(r.key_range.as_ref()))
+                .collect(),
+        })
+        .collect();
+    // Vitess's own check finds gaps and overlaps between key ranges.
+    let problem = order_and_check_partitions(ks, &mut srv.clone())
+        .err()
+        .map(|e| e.to_string());
+    Ok(ServingView {
+        cell: cell.to_string(),
+        keyspace: ks.to_string(),
+        partitions,
+        problem,
+    })
+}
+
+/// Reads the overview, keyspaces and cells in parallel. Cells that do not answer are
+/// reported as unreachable and their tablets and serving data left out; a global cell that
+/// does not answer is an error.
 pub async fn overview(ts: &Server) -> Result<Overview> {
     let names = ts.get_cell_info_names().await?;
-    let cells = futures::future::join_all(names.into_iter().map(|n| cell_view(ts, n))).await;
+    let cells = join_all(names.into_iter().map(|n| cell_view(ts, n))).await;
     let keyspaces = ts.get_keyspaces().await?;
-    let mut all_shards = Vec::new();
-    for ks in &keyspaces {
-        all_shards.extend(shards(ts, ks).await?);
-    }
-    let mut all_tablets = Vec::new();
-    let mut all_serving = Vec::new();
-    for c in cells.iter().filter(|c| c.reachable) {
-        all_tablets.extend(tablets(ts, &c.name).await?);
-        all_serving.extend(serving(ts, &c.name, &keyspaces).await?);
-    }
+    let shards = try_join_all(keyspaces.iter().map(|ks| shards(ts, ks)));
+    let per_cell = try_join_all(cells.iter().filter(|c| c.reachable).map(|c| async {
+        let (t, s) = tokio::try_join!(tablets(ts, &c.name), serving(ts, &c.name, &keyspaces))?;
+        Ok::<_, TopoError>((t, s))
+    }));
+    let (shards, per_cell) = tokio::try_join!(shards, per_cell)?;
+    let (tablets, serving): (Vec<_>, Vec<_>) = per_cell.into_iter().unzip();
     Ok(Overview {
         cells,
         keyspaces,
-        shards: all_shards,
-        tablets: all_tablets,
-        serving: all_serving,
+        shards: shards.into_iter().flatten().collect(),
+        tablets: tablets.into_iter().flatten().collect(),
+        serving: serving.into_iter().flatten().collect(),
     })
 }
 
