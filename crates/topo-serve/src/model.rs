@@ -592,8 +592,9 @@ pub async fn locks(ts: &Server, stale_after: Duration) -> Result<LocksView> {
         l.holder = out.last().is_none_or(|p| p.dir != l.dir);
         out.push(l);
     }
-    for e in &mut elections {
-        // The backend knows its own queue order; asking it avoids re-implementing each.
+    // The backend knows its own queue order; asking it avoids re-implementing each. The
+    // elections are asked in parallel.
+    join_all(elections.iter_mut().map(|e| async move {
         e.leader = match ts
             .global()
             .new_leader_participation(&e.name, "topo-serve-observer")
@@ -602,7 +603,8 @@ pub async fn locks(ts: &Server, stale_after: Duration) -> Result<LocksView> {
             Ok(p) => p.current_leader_id().await.unwrap_or_default(),
             Err(_) => String::new(),
         };
-    }
+    }))
+    .await;
     Ok(LocksView {
         locks: out,
         elections,
