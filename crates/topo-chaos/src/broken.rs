@@ -1,5 +1,5 @@
 //! A deliberately broken connection, to prove the campaign catches a lying backend: it
-//! acknowledges some updates without sending them.
+//! acknowledges some updates (plain and fenced) without sending them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,8 +11,9 @@ use topo_core::{
     Version, WatchData, WatchStream,
 };
 
-/// Forwards everything to `inner` except every `every`-th `update`, which it reports as
-/// done without sending.
+/// Forwards everything to `inner` except every `every`-th update (`update` or
+/// `update_fenced`, so the register, watch and lock workloads all meet the lie), which it
+/// reports as done without sending.
 #[derive(Debug)]
 pub struct DropWrites {
     inner: Arc<dyn Conn>,
@@ -28,6 +29,13 @@ impl DropWrites {
             every: every.max(1),
             calls: AtomicU64::new(0),
         }
+    }
+
+    /// The version the lie reports for an update of `version`, when this update is one to
+    /// drop.
+    fn lie(&self, version: Option<&Version>) -> Option<Version> {
+        ((self.calls.fetch_add(1, Ordering::Relaxed) + 1) % self.every == 0)
+            .then(|| Version::new(version.map_or(1, |v| v.raw() + 1)))
     }
 }
 
@@ -45,9 +53,8 @@ impl Conn for DropWrites {
         contents: &[u8],
         version: Option<&Version>,
     ) -> Result<Version> {
-        if (self.calls.fetch_add(1, Ordering::Relaxed) + 1) % self.every == 0 {
-            // The lie: success, nothing written.
-            return Ok(Version::new(version.map_or(1, |v| v.raw() + 1)));
+        if let Some(lie) = self.lie(version) {
+            return Ok(lie);
         }
         self.inner.update(path, contents, version).await
     }
@@ -73,6 +80,9 @@ impl Conn for DropWrites {
         contents: &[u8],
         version: Option<&Version>,
     ) -> Result<Version> {
+        if let Some(lie) = self.lie(version) {
+            return Ok(lie);
+        }
         self.inner
             .update_fenced(fence, path, contents, version)
             .await
@@ -115,5 +125,8 @@ impl Conn for DropWrites {
     }
     async fn close(&self) {
         self.inner.close().await
+    }
+    fn value_limit(&self) -> Option<topo_core::ValueLimit> {
+        self.inner.value_limit()
     }
 }

@@ -176,7 +176,6 @@ pub fn check_with(events: &[Event], reads: Reads) -> Report {
             Verdict::Undecided => report.undecided.push(key.to_string()),
             Verdict::Violation(stuck) => {
                 let op = key_ops[stuck];
-                // The stuck operation and everything concurrent with it.
                 // The stuck operation, everything concurrent with it, and the last few
                 // operations that completed before it began.
                 let before: Vec<&&Op> = key_ops
@@ -215,20 +214,7 @@ pub fn check_with(events: &[Event], reads: Reads) -> Report {
 /// process must never read a value whose write completed before the write of a value it
 /// had already seen (read or written) was invoked.
 fn check_sequential_reads(key: &str, ops: &[&Op], anomalies: &mut Vec<Anomaly>) {
-    // value -> (invocation, completion) of the write that made it.
-    let mut writers: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
-    for op in ops.iter().filter(|o| o.outcome != Kind::Fail) {
-        let written = match reg_op(op) {
-            Some(RegOp::Write(v)) | Some(RegOp::Cas(_, v)) => v,
-            _ => continue,
-        };
-        let ret = if op.outcome == Kind::Ok {
-            op.ret_ns
-        } else {
-            u64::MAX
-        };
-        writers.insert(written, (op.call_ns, ret));
-    }
+    let writers = writers(ops.iter().copied());
     // process -> latest invocation time among writes of values it has seen.
     let mut newest: BTreeMap<u64, (u64, &Op)> = BTreeMap::new();
     let mut ordered: Vec<&&Op> = ops.iter().filter(|o| o.outcome == Kind::Ok).collect();
@@ -281,6 +267,23 @@ fn check_sequential_reads(key: &str, ops: &[&Op], anomalies: &mut Vec<Anomaly>) 
             *entry = (w_call, op);
         }
     }
+}
+
+/// Value -> (invocation, completion) of the write or compare-and-set that wrote it, among
+/// `ops` not known to have failed; the completion is `u64::MAX` when the outcome is unknown.
+fn writers<'a>(ops: impl IntoIterator<Item = &'a Op>) -> BTreeMap<i64, (u64, u64)> {
+    let mut writers = BTreeMap::new();
+    for op in ops.into_iter().filter(|o| o.outcome != Kind::Fail) {
+        if let Some(RegOp::Write(v) | RegOp::Cas(_, v)) = reg_op(op) {
+            let ret = if op.outcome == Kind::Ok {
+                op.ret_ns
+            } else {
+                u64::MAX
+            };
+            writers.insert(v, (op.call_ns, ret));
+        }
+    }
+    writers
 }
 
 /// A register operation of the model.
@@ -526,20 +529,7 @@ fn check_watches(ops: &[Op], anomalies: &mut Vec<Anomaly>) {
         keys.entry(op.key.as_str()).or_default().push(op);
     }
     for (key, events) in keys {
-        let mut writers: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
-        for op in ops
-            .iter()
-            .filter(|o| o.key == key && o.outcome != Kind::Fail)
-        {
-            if let Some(RegOp::Write(v)) | Some(RegOp::Cas(_, v)) = reg_op(op) {
-                let ret = if op.outcome == Kind::Ok {
-                    op.ret_ns
-                } else {
-                    u64::MAX
-                };
-                writers.insert(v, (op.call_ns, ret));
-            }
-        }
+        let writers = writers(ops.iter().filter(|o| o.key == key));
         let writes_done = writers
             .values()
             .map(|w| w.1)

@@ -142,8 +142,16 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
     };
-    Ok(Duration::from_secs_f64(secs))
+    // Deadlines are instants `duration` from now: a duration past a year is a typo, and one
+    // past what an instant holds would panic.
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(format!("{s:?} is too long (at most 365 days)")),
+    }
 }
+
+/// The longest duration the flags take.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOPO_LOG")

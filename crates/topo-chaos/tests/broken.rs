@@ -68,3 +68,14 @@ async fn honest_lock_run_passes() {
         "{r:?}"
     );
 }
+
+#[tokio::test]
+async fn dropped_fenced_writes_are_reported() {
+    let r = run(Workload::Lock, Some(5)).await;
+    assert!(
+        r.anomalies
+            .iter()
+            .any(|a| a.kind == "lost-increment" || a.kind == "double-increment"),
+        "{r:?}"
+    );
+}

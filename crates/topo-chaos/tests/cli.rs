@@ -76,6 +76,12 @@ fn bad_arguments_get_a_clear_error() {
     let (ok, text) = topo_chaos(&["--duration", "ten", "--backend", "local"]);
     assert!(!ok);
     assert!(text.contains("not a duration"), "{text}");
+    for huge in ["99999999999999999999999h", "999999999999h"] {
+        let (ok, text) = topo_chaos(&["--duration", huge, "--backend", "local"]);
+        assert!(!ok);
+        assert!(text.contains("too long"), "{huge}: {text}");
+        assert!(!text.contains("panicked"), "{huge}: {text}");
+    }
     let (ok, text) = topo_chaos(&["check", "/nonexistent/history.jsonl"]);
     assert!(!ok);
     assert!(text.contains("/nonexistent/history.jsonl"), "{text}");

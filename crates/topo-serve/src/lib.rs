@@ -38,6 +38,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
 use topo_core::{ErrorKind, TopoError, Version};
 use toposphere::Server;
 
@@ -77,6 +78,8 @@ pub struct App {
     /// The last page content rendered for each page, shown with a banner while the topology
     /// does not answer.
     last_good: Mutex<HashMap<String, String>>,
+    /// Cancelled when the server stops: ends the event streams, which never end otherwise.
+    closing: CancellationToken,
 }
 
 impl App {
@@ -88,7 +91,16 @@ impl App {
             options,
             live: Arc::new(Live::default()),
             last_good: Mutex::default(),
+            closing: CancellationToken::new(),
         })
+    }
+
+    /// Ends every open event stream (`/events`), and later ones at once, so a graceful
+    /// shutdown does not wait for the pages still open. [`serve`] calls it when `shutdown`
+    /// completes; a program serving [`router`] itself calls it before waiting for its
+    /// connections.
+    pub fn close(&self) {
+        self.closing.cancel();
     }
 
     /// The live state: change events and connection status.
@@ -116,6 +128,11 @@ pub async fn serve(
     let tls = options.tls.clone();
     let app = App::new(ts.clone(), options);
     let watcher = tokio::spawn(live::run(ts, app.live().clone()));
+    let closing = app.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.close();
+    };
     let result = match tls {
         Some(config) => serve_tls(listener, router(app), config, shutdown).await,
         None => {
@@ -131,7 +148,9 @@ pub async fn serve(
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts TLS connections and serves HTTP/1.1 on each until `shutdown` completes.
+/// Accepts TLS connections and serves HTTP/1.1 on each until `shutdown` completes, then
+/// shuts the open connections down gracefully and waits for them (as `axum::serve` does for
+/// plain HTTP), so nothing is answered once this returns.
 async fn serve_tls(
     listener: tokio::net::TcpListener,
     app: Router,
@@ -139,10 +158,14 @@ async fn serve_tls(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
+            _ = &mut shutdown => {
+                connections.shutdown().await;
+                return Ok(());
+            }
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -155,6 +178,7 @@ async fn serve_tls(
         };
         let acceptor = acceptor.clone();
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let watcher = connections.watcher();
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -162,11 +186,9 @@ async fn serve_tls(
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
             };
             let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .with_upgrades()
-                .await
-            {
+            let connection =
+                hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+            if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
         });
@@ -391,24 +413,25 @@ async fn keyspace_page(
     )
 }
 
-/// Every file of the global cell and of every cell (a cell that cannot be read shows its
-/// error instead).
+/// Every file of the global cell and of every cell, the cells read in parallel (a cell that
+/// cannot be read shows its error instead, after no longer than the slowest one).
 async fn all_cells_files(
     ts: &Server,
 ) -> Result<BTreeMap<String, Result<Vec<model::FileEntry>, String>>, TopoError> {
-    let mut out = BTreeMap::new();
+    let entries = |files: Vec<(model::FileEntry, Vec<u8>)>| files.into_iter().map(|(f, _)| f);
     let global = model::all_files(ts.global().as_ref()).await?;
-    out.insert(
-        GLOBAL.to_string(),
-        Ok(global.into_iter().map(|(f, _)| f).collect()),
-    );
-    for cell in ts.get_cell_info_names().await? {
-        let files = async { model::all_files(model::conn(ts, &cell).await?.as_ref()).await }
-            .await
-            .map(|v| v.into_iter().map(|(f, _)| f).collect())
-            .map_err(|e| e.to_string());
-        out.insert(cell, files);
-    }
+    let cells = futures::future::join_all(ts.get_cell_info_names().await?.into_iter().map(
+        |cell| async move {
+            let files = async { model::all_files(model::conn(ts, &cell).await?.as_ref()).await }
+                .await
+                .map(|files| entries(files).collect())
+                .map_err(|e| e.to_string());
+            (cell, files)
+        },
+    ))
+    .await;
+    let mut out: BTreeMap<_, _> = cells.into_iter().collect();
+    out.insert(GLOBAL.to_string(), Ok(entries(global).collect()));
     Ok(out)
 }
 
@@ -419,13 +442,13 @@ async fn tree_page(State(app): State<Arc<App>>, Query(q): Query<PathQuery>) -> R
             let content = model::file(&app.ts, cell, path)
                 .await
                 .map(|f| html::file(&f, app.options.allow_writes));
-            respond(
-                &app,
-                format!("/tree {cell} {path}"),
-                path,
-                fragment,
-                content,
-            )
+            // Keyed by the clean path, so spellings of one file (`//a/./b`) share an entry
+            // instead of adding one each.
+            let key = format!(
+                "/tree {cell} {}",
+                topo_core::path::clean(&format!("/{path}"))
+            );
+            respond(&app, key, path, fragment, content)
         }
         _ => {
             let content = all_cells_files(&app.ts).await.map(|c| html::tree(&c));
@@ -467,7 +490,11 @@ async fn events(
         // Missed events: a change event makes the page re-read everything.
         Err(_) => Ok(sse_event(&Event::Change { generation: 0 })),
     });
-    Sse::new(tokio_stream::once(Ok(first)).chain(later)).keep_alive(KeepAlive::default())
+    let stream = futures::StreamExt::take_until(
+        tokio_stream::once(Ok(first)).chain(later),
+        app.closing.clone().cancelled_owned(),
+    );
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 async fn metrics_text(State(app): State<Arc<App>>) -> Response {
@@ -636,4 +663,36 @@ async fn api_locks(State(app): State<Arc<App>>) -> ApiResult<model::LocksView> {
     Ok(Json(
         model::locks(&app.ts, app.options.stale_lock_after).await?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn spellings_of_one_file_share_one_last_known_page() {
+        let registry = toposphere::Registry::with_memory();
+        let ts = Server::open(
+            &registry,
+            "memory",
+            "",
+            "/vitess/global",
+            toposphere::ServerConfig::default(),
+        )
+        .await
+        .unwrap();
+        ts.global().create("notes/a", b"hello").await.unwrap();
+        let app = App::new(ts, ServeOptions::default());
+        for spelling in ["/notes/a", "notes/a", "//notes/./a", "/notes/x/../a/"] {
+            let q = PathQuery {
+                cell: Some(GLOBAL.into()),
+                path: Some(spelling.into()),
+                version: None,
+                fragment: None,
+            };
+            let r = tree_page(State(app.clone()), Query(q)).await;
+            assert_eq!(r.status(), StatusCode::OK, "{spelling}");
+        }
+        assert_eq!(app.last_good.lock().unwrap().len(), 1);
+    }
 }

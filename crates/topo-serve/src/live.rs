@@ -1,6 +1,7 @@
 //! Live updates: watches on the global cell and every cell turn into change events for the
 //! pages (server-sent events), and their failures into a connection status.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// the global cell). A watch may retry quietly while its server is down, so the probe is
 /// what notices a lost connection.
 const CELLS_EVERY: Duration = Duration::from_secs(2);
+/// The shortest pause between two such passes.
+const CELLS_AT_MOST_EVERY: Duration = Duration::from_millis(250);
 
 /// What the event stream tells the pages.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -114,6 +117,23 @@ impl Live {
     }
 }
 
+/// Counts one open watch (or poll) while it lives, so the gauge also falls when the task
+/// holding it is aborted (a cell removed, the server stopped).
+struct OpenWatch<'a>(&'a AtomicU64);
+
+impl<'a> OpenWatch<'a> {
+    fn new(live: &'a Live) -> Self {
+        live.open_watches.fetch_add(1, Ordering::Relaxed);
+        OpenWatch(&live.open_watches)
+    }
+}
+
+impl Drop for OpenWatch<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Watches `conn` (the cell `cell`) until the task is aborted, reporting changes and
 /// failures to `live`. Uses a recursive watch of the root where the backend has one, and
 /// polls the file versions where it has not.
@@ -126,7 +146,7 @@ async fn watch_cell(live: Arc<Live>, cell: String, conn: Arc<dyn Conn>) {
                 // What happened while the watch was down is unknown: refresh.
                 live.changed();
                 backoff = BACKOFF_MIN;
-                live.open_watches.fetch_add(1, Ordering::Relaxed);
+                let open = OpenWatch::new(&live);
                 let end = loop {
                     match stream.next().await {
                         Some(Ok(_)) => live.changed(),
@@ -134,7 +154,7 @@ async fn watch_cell(live: Arc<Live>, cell: String, conn: Arc<dyn Conn>) {
                         None => break TopoError::backend_msg("watch", "the watch ended"),
                     }
                 };
-                live.open_watches.fetch_sub(1, Ordering::Relaxed);
+                drop(open);
                 live.watch_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(cell, "watch ended: {end}; re-watching");
                 live.set_status(&cell, Some(&end));
@@ -157,7 +177,7 @@ async fn watch_cell(live: Arc<Live>, cell: String, conn: Arc<dyn Conn>) {
 /// counts as an open watch.
 async fn poll_cell(live: &Live, cell: &str, conn: &dyn Conn) {
     let mut last: Option<Vec<(String, String)>> = None;
-    live.open_watches.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenWatch::new(live);
     loop {
         match model::all_files(conn).await {
             Ok(files) => {
@@ -172,7 +192,6 @@ async fn poll_cell(live: &Live, cell: &str, conn: &dyn Conn) {
                 last = Some(now);
             }
             Err(e) => {
-                live.open_watches.fetch_sub(1, Ordering::Relaxed);
                 live.watch_errors.fetch_add(1, Ordering::Relaxed);
                 live.set_status(cell, Some(&e));
                 return;
@@ -220,26 +239,27 @@ pub async fn run(ts: Server, live: Arc<Live>) {
                     keep
                 });
                 for cell in names {
-                    if let Some(conn) = tasks.0.contains_key(&cell).then(|| ts.conn_for_cell(&cell))
-                    {
-                        match conn.await {
-                            Ok(conn) => probe(&live, &cell, conn.as_ref()).await,
-                            Err(e) => live.set_status(&cell, Some(&e)),
+                    let conn = match ts.conn_for_cell(&cell).await {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            live.set_status(&cell, Some(&e));
+                            continue;
                         }
-                        continue;
-                    }
-                    match ts.conn_for_cell(&cell).await {
-                        Ok(conn) => {
-                            let task = tokio::spawn(watch_cell(live.clone(), cell.clone(), conn));
-                            tasks.0.insert(cell, task);
+                    };
+                    match tasks.0.entry(cell) {
+                        Entry::Occupied(e) => probe(&live, e.key(), conn.as_ref()).await,
+                        Entry::Vacant(e) => {
+                            let task =
+                                tokio::spawn(watch_cell(live.clone(), e.key().clone(), conn));
+                            e.insert(task);
                         }
-                        Err(e) => live.set_status(&cell, Some(&e)),
                     }
                 }
             }
             Err(e) => tracing::debug!("cannot read the cells: {e}"),
         }
-        // Re-read the cells after a change (perhaps to cells/) or a while.
+        // Re-read the cells after a change (perhaps to cells/) or a while, but not once per
+        // change: a burst of writes would otherwise cost a probe of every cell each.
         let _ = tokio::time::timeout(CELLS_EVERY, async {
             while let Ok(ev) = changes.recv().await {
                 if matches!(ev, Event::Change { .. }) {
@@ -248,5 +268,8 @@ pub async fn run(ts: Server, live: Arc<Live>) {
             }
         })
         .await;
+        tokio::time::sleep(CELLS_AT_MOST_EVERY).await;
+        // The pass that follows reads the state after every change seen so far.
+        changes = changes.resubscribe();
     }
 }

@@ -4,8 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::{join_all, try_join_all};
+use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::Value;
+use topo_core::types::{DirEntry, DirEntryType};
 use topo_core::{Conn, ErrorKind, Result, TopoError, Version};
 use topo_proto::json::{message_type_for_path, to_json, to_text, JsonForm};
 use topo_proto::names::{alias_string, key_range_string};
@@ -143,11 +146,10 @@ async fn cell_view(ts: &Server, name: String) -> CellView {
     }
 }
 
-/// The shards of `keyspace`.
+/// The shards of `keyspace`, by name (one prefix read where the backend has them).
 pub async fn shards(ts: &Server, keyspace: &str) -> Result<Vec<ShardView>> {
     let mut out = Vec::new();
-    for name in ts.get_shard_names(keyspace).await? {
-        let si = ts.get_shard(keyspace, &name).await?;
+    for (name, si) in ts.find_all_shards_in_keyspace(keyspace).await? {
         let s = &si.shard;
         out.push(ShardView {
             keyspace: keyspace.to_string(),
@@ -208,70 +210,69 @@ pub async fn tablets(ts: &Server, cell: &str) -> Result<Vec<TabletView>> {
     Ok(out)
 }
 
-/// The serving graph of `keyspaces` in `cell`, each flagged when missing or broken.
+/// The serving graph of `keyspaces` in `cell`, each flagged when missing or broken (the
+/// keyspaces read in parallel).
 pub async fn serving(ts: &Server, cell: &str, keyspaces: &[String]) -> Result<Vec<ServingView>> {
-    let mut out = Vec::new();
-    for ks in keyspaces {
-        let view = match ts.get_srv_keyspace(cell, ks).await {
-            Ok(srv) => {
-                let partitions = srv
-                    .partitions
-                    .iter()
-                    .map(|p| PartitionView {
-                        served_type: type_name(p.served_type).to_string(),
-                        shards: p
-                            .shard_references
-                            .iter()
-                            .map(|r| key_range_string(r.key_range.as_ref()))
-                            .collect(),
-                    })
-                    .collect();
-                // Vitess's own check finds gaps and overlaps between key ranges.
-                let problem = order_and_check_partitions(ks, &mut srv.clone())
-                    .err()
-                    .map(|e| e.to_string());
-                ServingView {
-                    cell: cell.to_string(),
-                    keyspace: ks.clone(),
-                    partitions,
-                    problem,
-                }
-            }
-            Err(e) if e.is_no_node() => ServingView {
-                cell: cell.to_string(),
-                keyspace: ks.clone(),
-                partitions: Vec::new(),
-                problem: Some(format!("cell {cell} has no SrvKeyspace for {ks}")),
-            },
-            Err(e) => return Err(e),
-        };
-        out.push(view);
-    }
-    Ok(out)
+    try_join_all(keyspaces.iter().map(|ks| serving_of(ts, cell, ks))).await
 }
 
-/// Reads the overview. Cells that do not answer are reported as unreachable and their
-/// tablets and serving data left out; a global cell that does not answer is an error.
+async fn serving_of(ts: &Server, cell: &str, ks: &str) -> Result<ServingView> {
+    let srv = match ts.get_srv_keyspace(cell, ks).await {
+        Ok(srv) => srv,
+        Err(e) if e.is_no_node() => {
+            return Ok(ServingView {
+                cell: cell.to_string(),
+                keyspace: ks.to_string(),
+                partitions: Vec::new(),
+                problem: Some(format!("cell {cell} has no SrvKeyspace for {ks}")),
+            })
+        }
+        Err(e) => return Err(e),
+    };
+    let partitions = srv
+        .partitions
+        .iter()
+        .map(|p| PartitionView {
+            served_type: type_name(p.served_type).to_string(),
+            shards: p
+                .shard_references
+                .iter()
+                .map(|r| key_range_string(r.key_range.as_ref()))
+                .collect(),
+        })
+        .collect();
+    // Vitess's own check finds gaps and overlaps between key ranges.
+    let problem = order_and_check_partitions(ks, &mut srv.clone())
+        .err()
+        .map(|e| e.to_string());
+    Ok(ServingView {
+        cell: cell.to_string(),
+        keyspace: ks.to_string(),
+        partitions,
+        problem,
+    })
+}
+
+/// Reads the overview, keyspaces and cells in parallel. Cells that do not answer are
+/// reported as unreachable and their tablets and serving data left out; a global cell that
+/// does not answer is an error.
 pub async fn overview(ts: &Server) -> Result<Overview> {
     let names = ts.get_cell_info_names().await?;
-    let cells = futures::future::join_all(names.into_iter().map(|n| cell_view(ts, n))).await;
+    let cells = join_all(names.into_iter().map(|n| cell_view(ts, n))).await;
     let keyspaces = ts.get_keyspaces().await?;
-    let mut all_shards = Vec::new();
-    for ks in &keyspaces {
-        all_shards.extend(shards(ts, ks).await?);
-    }
-    let mut all_tablets = Vec::new();
-    let mut all_serving = Vec::new();
-    for c in cells.iter().filter(|c| c.reachable) {
-        all_tablets.extend(tablets(ts, &c.name).await?);
-        all_serving.extend(serving(ts, &c.name, &keyspaces).await?);
-    }
+    let shards = try_join_all(keyspaces.iter().map(|ks| shards(ts, ks)));
+    let per_cell = try_join_all(cells.iter().filter(|c| c.reachable).map(|c| async {
+        let (t, s) = tokio::try_join!(tablets(ts, &c.name), serving(ts, &c.name, &keyspaces))?;
+        Ok::<_, TopoError>((t, s))
+    }));
+    let (shards, per_cell) = tokio::try_join!(shards, per_cell)?;
+    let (tablets, serving): (Vec<_>, Vec<_>) = per_cell.into_iter().unzip();
     Ok(Overview {
         cells,
         keyspaces,
-        shards: all_shards,
-        tablets: all_tablets,
-        serving: all_serving,
+        shards: shards.into_iter().flatten().collect(),
+        tablets: tablets.into_iter().flatten().collect(),
+        serving: serving.into_iter().flatten().collect(),
     })
 }
 
@@ -316,36 +317,59 @@ fn canonical(path: &str) -> String {
     format!("/{}", path.trim_start_matches('/'))
 }
 
-/// Lists every file by walking directories (ZooKeeper has no prefix read).
+/// How many reads a directory walk keeps in flight.
+const WALK_READS: usize = 16;
+
+/// Lists every file by walking directories (ZooKeeper has no prefix read), a level at a
+/// time with the listings and reads of a level in parallel: a few round trips per level
+/// instead of one per directory and file (Vitess's tree is a directory per tablet and
+/// shard, each holding one file).
 async fn walk(conn: &dyn Conn) -> Result<Vec<(FileEntry, Vec<u8>)>> {
     let mut out = Vec::new();
     let mut dirs = vec![String::from("/")];
-    while let Some(dir) = dirs.pop() {
-        let entries = match conn.list_dir(&dir, true).await {
-            Ok(e) => e,
-            Err(e) if e.is_no_node() => continue,
-            Err(e) => return Err(e),
-        };
-        for e in entries {
-            let path = format!("{}/{}", dir.trim_end_matches('/'), e.name);
-            if e.entry_type == topo_core::types::DirEntryType::Directory {
-                dirs.push(path);
-                continue;
-            }
-            match conn.get(&path).await {
-                Ok((bytes, version)) => out.push((
-                    FileEntry {
-                        path,
-                        version: version.to_string(),
-                        size: bytes.len(),
-                    },
-                    bytes,
-                )),
-                // Deleted since the listing.
-                Err(e) if e.is_no_node() => {}
-                Err(e) => return Err(e),
+    while !dirs.is_empty() {
+        let listings: Vec<(String, Vec<DirEntry>)> = stream::iter(std::mem::take(&mut dirs))
+            .map(|dir| async move {
+                match conn.list_dir(&dir, true).await {
+                    Ok(entries) => Ok((dir, entries)),
+                    Err(e) if e.is_no_node() => Ok((dir, Vec::new())),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(WALK_READS)
+            .try_collect()
+            .await?;
+        let mut files = Vec::new();
+        for (dir, entries) in listings {
+            for e in entries {
+                let path = format!("{}/{}", dir.trim_end_matches('/'), e.name);
+                if e.entry_type == DirEntryType::Directory {
+                    dirs.push(path);
+                } else {
+                    files.push(path);
+                }
             }
         }
+        let read: Vec<Option<(FileEntry, Vec<u8>)>> = stream::iter(files)
+            .map(|path| async move {
+                match conn.get(&path).await {
+                    Ok((bytes, version)) => Ok(Some((
+                        FileEntry {
+                            path,
+                            version: version.to_string(),
+                            size: bytes.len(),
+                        },
+                        bytes,
+                    ))),
+                    // Deleted since the listing.
+                    Err(e) if e.is_no_node() => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(WALK_READS)
+            .try_collect()
+            .await?;
+        out.extend(read.into_iter().flatten());
     }
     out.sort_by(|a, b| a.0.path.cmp(&b.0.path));
     Ok(out)
@@ -568,8 +592,9 @@ pub async fn locks(ts: &Server, stale_after: Duration) -> Result<LocksView> {
         l.holder = out.last().is_none_or(|p| p.dir != l.dir);
         out.push(l);
     }
-    for e in &mut elections {
-        // The backend knows its own queue order; asking it avoids re-implementing each.
+    // The backend knows its own queue order; asking it avoids re-implementing each. The
+    // elections are asked in parallel.
+    join_all(elections.iter_mut().map(|e| async move {
         e.leader = match ts
             .global()
             .new_leader_participation(&e.name, "topo-serve-observer")
@@ -578,7 +603,8 @@ pub async fn locks(ts: &Server, stale_after: Duration) -> Result<LocksView> {
             Ok(p) => p.current_leader_id().await.unwrap_or_default(),
             Err(_) => String::new(),
         };
-    }
+    }))
+    .await;
     Ok(LocksView {
         locks: out,
         elections,

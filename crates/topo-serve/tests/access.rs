@@ -158,24 +158,17 @@ async fn token_required_on_plain_http() {
     );
 }
 
-#[tokio::test]
-async fn tls_with_token() {
-    let dir = tempfile::tempdir().unwrap();
+/// A self-signed certificate for `localhost` in `dir`: the server's TLS configuration and
+/// a client connector that trusts it.
+fn tls_pair(dir: &std::path::Path) -> (Arc<rustls::ServerConfig>, tokio_rustls::TlsConnector) {
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
         .unwrap()
         .self_signed(&key)
         .unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    let options = ServeOptions {
-        token: Token::new("right-token"),
-        tls: Some(tls_config(&cert_path, &key_path).unwrap()),
-        ..ServeOptions::default()
-    };
-    let addr = start(demo_server().await, options).await;
-
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.der().clone()).unwrap();
     let client = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -185,14 +178,34 @@ async fn tls_with_token() {
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-    let tls = || async {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        connector
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .unwrap()
+    (
+        tls_config(&cert_path, &key_path).unwrap(),
+        tokio_rustls::TlsConnector::from(Arc::new(client)),
+    )
+}
+
+async fn tls_connect(
+    connector: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn tls_with_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, connector) = tls_pair(dir.path());
+    let options = ServeOptions {
+        token: Token::new("right-token"),
+        tls: Some(config),
+        ..ServeOptions::default()
     };
+    let addr = start(demo_server().await, options).await;
+    let tls = || tls_connect(&connector, addr);
     let r = get(tls().await, "/api/keyspaces", None).await;
     assert!(
         r.starts_with("HTTP/1.1 401") && !r.contains("commerce"),
@@ -214,6 +227,55 @@ async fn tls_with_token() {
     let r = get(plain, "/api/keyspaces", Some("right-token")).await;
     assert!(!r.contains("HTTP/1.1") && !r.contains("commerce"), "{r:?}");
 
+    let key_path = dir.path().join("key.pem");
     let e = tls_config(&key_path, &key_path).unwrap_err();
     assert!(e.contains("--tls-cert") && e.contains("key.pem"), "{e}");
+}
+
+/// Once `serve` has returned, a TLS connection kept alive no longer gets answers (as on
+/// plain HTTP): its connection was shut down with the server.
+#[tokio::test]
+async fn tls_connections_end_with_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, connector) = tls_pair(dir.path());
+    let options = ServeOptions {
+        tls: Some(config),
+        ..ServeOptions::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(topo_serve::serve(
+        demo_server().await,
+        listener,
+        options,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let mut conn = tls_connect(&connector, addr).await;
+    let request = b"GET /api/keyspaces HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    conn.write_all(request).await.unwrap();
+    let mut first = vec![0; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut first))
+        .await
+        .unwrap()
+        .unwrap();
+    let first = String::from_utf8_lossy(&first[..n]).into_owned();
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .expect("serve returned")
+        .unwrap()
+        .unwrap();
+    let _ = conn.write_all(request).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(
+        !out.contains("HTTP/1.1 200"),
+        "answered after shutdown: {out}"
+    );
 }

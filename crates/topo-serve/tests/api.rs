@@ -696,3 +696,137 @@ async fn readme_curl_reads_answer() {
     }
     assert!(checked >= 9, "only {checked} curl lines found");
 }
+
+/// Stopping the server ends the event streams of open pages, so `serve` returns instead of
+/// waiting for every browser tab to close.
+#[tokio::test]
+async fn shutdown_ends_open_event_streams() {
+    let (_dir, ts) = local_demo().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(topo_serve::serve(
+        ts,
+        listener,
+        ServeOptions::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let mut events = open_events(addr).await;
+    wait_line(&mut events, "\"kind\":\"status\"").await;
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .expect("serve did not return within 10 s of the shutdown signal with a page open")
+        .unwrap()
+        .unwrap();
+}
+
+/// A cell's watch stops, and stops counting as open, when the cell is removed.
+#[tokio::test]
+async fn removed_cell_closes_its_watch() {
+    let (_dir, ts) = local_demo().await;
+    let (_addr, app) = start(ts.clone()).await;
+    watches_open(&app).await;
+    assert_eq!(app.live().counts().open_watches, 3);
+    ts.delete_cell_info("zone2", true).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while app.live().counts().open_watches != 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "open watches still {} 10 s after zone2 was removed",
+            app.live().counts().open_watches
+        )
+    });
+}
+
+/// A burst of changes does not make the browser re-read the cells and probe each of them
+/// once per change: the probes of a cell stay few while a hundred writes land.
+#[tokio::test]
+async fn burst_of_changes_does_not_probe_cells_per_change() {
+    let (_dir, ts) = local_demo().await;
+    let (_addr, app) = start(ts.clone()).await;
+    watches_open(&app).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let probes = || ts.stats().get("zone1", topo_core::wrap::Op::ListDir).calls;
+    let before = probes();
+    let start = Instant::now();
+    for i in 0..100 {
+        ts.global()
+            .update("burst", i.to_string().as_bytes(), None)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let elapsed = start.elapsed();
+    let made = probes() - before;
+    eprintln!("{made} probes of zone1 during 100 writes in {elapsed:?}");
+    // At most one probe per 250 ms, plus one for the pass under way.
+    let bound = elapsed.as_millis() as u64 / 250 + 2;
+    assert!(
+        made <= bound,
+        "{made} probes of zone1 in {elapsed:?} (bound {bound})"
+    );
+}
+
+/// A backend without prefix reads (as ZooKeeper), each call 5 ms away.
+#[derive(Debug)]
+struct NoListFarAway;
+
+#[async_trait::async_trait]
+impl ConnHook for NoListFarAway {
+    type Permit = ();
+
+    async fn before(&self, op: Op, _path: &str) -> topo_core::Result<()> {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if op == Op::List {
+            return Err(TopoError::NoImplementation("no prefix reads here".into()));
+        }
+        Ok(())
+    }
+
+    fn after(&self, _op: Op, _permit: (), _error: Option<&TopoError>) {}
+}
+
+/// Walking the directories finds the same files, versions and contents as a prefix read.
+#[tokio::test]
+async fn walking_directories_reads_what_a_prefix_read_does() {
+    let (_dir, ts) = local_demo().await;
+    let key = |v: &[(topo_serve::model::FileEntry, Vec<u8>)]| {
+        v.iter()
+            .map(|(f, b)| (f.path.clone(), f.version.clone(), f.size, b.clone()))
+            .collect::<Vec<_>>()
+    };
+    for cell in ["global", "zone1"] {
+        let conn = topo_serve::model::conn(&ts, cell).await.unwrap();
+        let listed = topo_serve::model::all_files(conn.as_ref()).await.unwrap();
+        let far = HookedConn::new(conn, NoListFarAway);
+        let start = Instant::now();
+        let walked = topo_serve::model::all_files(&far).await.unwrap();
+        eprintln!(
+            "walked {} files of {cell} in {:?} at 5 ms a call",
+            walked.len(),
+            start.elapsed()
+        );
+        assert!(listed.len() > 3, "{cell}: {}", listed.len());
+        assert_eq!(key(&walked), key(&listed), "{cell}");
+    }
+}
+
+/// The overview reads each keyspace's shards in one prefix read, not a read per shard.
+#[tokio::test]
+async fn overview_reads_shards_per_keyspace_not_per_shard() {
+    let (_dir, ts) = local_demo().await;
+    let gets = || ts.stats().get("global", topo_core::wrap::Op::Get).calls;
+    let lists = || ts.stats().get("global", topo_core::wrap::Op::List).calls;
+    let (g, l) = (gets(), lists());
+    let shards = topo_serve::model::shards(&ts, "customer").await.unwrap();
+    let names: Vec<_> = shards.iter().map(|s| s.shard.as_str()).collect();
+    assert_eq!(names, ["-80", "80-"]);
+    assert_eq!((gets() - g, lists() - l), (0, 1));
+}
