@@ -153,3 +153,69 @@ pub async fn require_token(State(token): State<Token>, request: Request, next: N
     )
         .into_response()
 }
+
+/// Whether `host`, a `Host` header's value, names this machine's loopback interface:
+/// `localhost` (or a name under `.localhost`), an address in 127.0.0.0/8, or `[::1]`, with
+/// or without a port.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        // [v6]:port
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Middleware for a browser without a token: refuses (403) a request whose `Host` names
+/// another machine. Without it, a web page whose name its owner re-points at 127.0.0.1
+/// (DNS rebinding) could read the topology through its visitor's browser. Requests without
+/// a `Host` (not from a browser) pass.
+pub async fn require_loopback_host(request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map(|h| h.to_str().unwrap_or_default());
+    if host.is_none_or(is_loopback_host) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::FORBIDDEN,
+        Json(json!({ "error": "without a token this browser answers only requests addressed to localhost or 127.0.0.1 (give --token-file to serve other names)" })),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::is_loopback_host;
+
+    #[test]
+    fn loopback_names_pass_and_others_do_not() {
+        for ok in [
+            "localhost",
+            "localhost:15000",
+            "LOCALHOST.",
+            "app.localhost:8080",
+            "127.0.0.1",
+            "127.1.2.3:15000",
+            "[::1]:15000",
+            "[::1]",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:15000",
+            "localhost.evil.example",
+            "10.0.0.1:15000",
+            "[2001:db8::1]:80",
+            "",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
+    }
+}

@@ -56,6 +56,9 @@ pub struct ServeOptions {
     pub token: Option<access::Token>,
     /// When set, connections are TLS (HTTP/1.1 over rustls).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Without a token, answer requests addressed to any name, not only to loopback names
+    /// (`--insecure`); see [`access::require_loopback_host`].
+    pub any_host: bool,
 }
 
 impl Default for ServeOptions {
@@ -65,6 +68,7 @@ impl Default for ServeOptions {
             stale_lock_after: Duration::from_secs(600),
             token: None,
             tls: None,
+            any_host: false,
         }
     }
 }
@@ -199,6 +203,7 @@ async fn serve_tls(
 /// set.
 pub fn router(app: Arc<App>) -> Router {
     let token = app.options.token.clone();
+    let any_host = app.options.any_host;
     let routes = Router::new()
         .route("/", get(overview_page))
         .route("/keyspace/{ks}", get(keyspace_page))
@@ -222,7 +227,8 @@ pub fn router(app: Arc<App>) -> Router {
             token,
             access::require_token,
         )),
-        None => routes,
+        None if any_host => routes,
+        None => routes.layer(axum::middleware::from_fn(access::require_loopback_host)),
     }
 }
 

@@ -114,8 +114,18 @@ async fn get(
     let auth = auth
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    get_from(&mut stream, path, "localhost", &auth).await
+}
+
+/// As [`get`], addressed to `host`, with `headers` (each ending in CRLF) added.
+async fn get_from(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    path: &str,
+    host: &str,
+    headers: &str,
+) -> String {
     let request =
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n");
     if stream.write_all(request.as_bytes()).await.is_err() {
         return String::new();
     }
@@ -278,4 +288,35 @@ async fn tls_connections_end_with_the_server() {
         !out.contains("HTTP/1.1 200"),
         "answered after shutdown: {out}"
     );
+}
+
+/// Without a token, only requests addressed to a loopback name are answered: a web page
+/// that re-points its own name at 127.0.0.1 (DNS rebinding) gets 403 and no data, unless
+/// `--insecure` (`any_host`) says to answer every name.
+#[tokio::test]
+async fn without_a_token_only_loopback_names_are_answered() {
+    let ts = demo_server().await;
+    let addr = start(ts.clone(), ServeOptions::default()).await;
+    let connect = || async { tokio::net::TcpStream::connect(addr).await.unwrap() };
+    let r = get_from(connect().await, "/api/keyspaces", "evil.example:15000", "").await;
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    assert!(!r.contains("commerce"), "no data: {r}");
+    for host in ["localhost", &addr.to_string()] {
+        let r = get_from(connect().await, "/api/keyspaces", host, "").await;
+        assert!(
+            r.starts_with("HTTP/1.1 200") && r.contains("commerce"),
+            "{host}: {r}"
+        );
+    }
+    let open = start(
+        ts,
+        ServeOptions {
+            any_host: true,
+            ..ServeOptions::default()
+        },
+    )
+    .await;
+    let stream = tokio::net::TcpStream::connect(open).await.unwrap();
+    let r = get_from(stream, "/api/keyspaces", "evil.example:15000", "").await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
 }

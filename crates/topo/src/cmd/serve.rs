@@ -84,6 +84,7 @@ pub(crate) async fn run(ts: &Server, listen: SocketAddr, how: How) -> Result<()>
         allow_writes: how.allow_writes,
         token,
         tls,
+        any_host: how.insecure,
         ..ServeOptions::default()
     };
     topo_serve::serve(ts.clone(), listener, options, stop_signal())
