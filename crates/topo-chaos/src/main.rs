@@ -76,7 +76,7 @@ struct RunArgs {
     #[arg(long, value_enum, default_value = "all")]
     faults: Faults,
     /// How long clients run, per backend and workload (`60s`, `500ms`, `10m`).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = topo_core::duration::parse)]
     duration: Option<Duration>,
     /// Client processes per run.
     #[arg(long)]
@@ -93,7 +93,7 @@ struct RunArgs {
     #[arg(long)]
     quick: bool,
     /// How long watchers have, after the faults are healed, to see the final value.
-    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    #[arg(long, value_parser = topo_core::duration::parse, default_value = "5s")]
     watch_settle: Duration,
     /// Wrap the clients' connections in one that acknowledges one update in N without
     /// sending it (proves the campaign reports a lying backend).
@@ -125,33 +125,6 @@ struct WorkerArgs {
     #[arg(long)]
     break_writes: Option<u64>,
 }
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (try 60s, 500ms, 10m)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
-    };
-    // Deadlines are instants `duration` from now: a duration past a year is a typo, and one
-    // past what an instant holds would panic.
-    match Duration::try_from_secs_f64(secs) {
-        Ok(d) if d <= MAX_DURATION => Ok(d),
-        _ => Err(format!("{s:?} is too long (at most 365 days)")),
-    }
-}
-
-/// The longest duration the flags take.
-const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOPO_LOG")

@@ -21,6 +21,7 @@ pub mod backoff;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod conn;
+pub mod duration;
 pub mod election;
 pub mod error;
 pub mod ext;

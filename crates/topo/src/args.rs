@@ -6,41 +6,7 @@ use std::time::Duration;
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
 
-/// Parses a Go-style duration: `45s`, `1m30s`, `500ms`, `2h`; a bare number is seconds.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    if let Ok(secs) = t.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs)
-            .map_err(|e| format!("invalid duration {text:?}: {e}"));
-    }
-    let mut total = 0f64;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let split = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or(format!("invalid duration {text:?}: missing unit"))?;
-        let (num, after) = rest.split_at(split);
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
-        let (unit, next) = after.split_at(unit_len);
-        let n: f64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {text:?}"))?;
-        let scale = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(format!("invalid duration {text:?}: unknown unit {unit:?}")),
-        };
-        total += n * scale;
-        rest = next;
-    }
-    Duration::try_from_secs_f64(total).map_err(|e| format!("invalid duration {text:?}: {e}"))
-}
+use topo_core::duration::parse as parse_duration;
 
 /// The Toposphere command line: Vitess topology administration.
 ///
@@ -1067,16 +1033,6 @@ pub(crate) struct Topo2TopoArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("45s").unwrap(), Duration::from_secs(45));
-        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("s").is_err());
-    }
 
     #[test]
     fn keyspace_shard() {
