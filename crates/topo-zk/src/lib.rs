@@ -258,10 +258,16 @@ impl ZkConn {
 
     /// The absolute key of `rel`; `Interrupted` once the connection is closed.
     pub(crate) fn key(&self, rel: &str) -> Result<String> {
-        if self.closed.load(Ordering::Relaxed) {
-            return Err(TopoError::Interrupted(format!("{rel}: connection closed")));
-        }
+        self.check_open(rel)?;
         path::join(&self.root, rel)
+    }
+
+    /// `Interrupted` about `what` once the connection is closed.
+    pub(crate) fn check_open(&self, what: &str) -> Result<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(TopoError::Interrupted(format!("{what}: connection closed")));
+        }
+        Ok(())
     }
 
     /// On a connection with `sync_reads`, waits until its server has caught up with the
