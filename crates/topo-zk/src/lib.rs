@@ -49,8 +49,10 @@
 //!   the time runs out after the request left), an update reads the node back: holding
 //!   our bytes (one version on, for a compare-and-set) it was applied; a compare-and-set
 //!   still at its expected version was not, and is sent again (still conditional, so it
-//!   cannot apply twice). Anything else, and a lost answer to a create, delete or fenced
-//!   write, is `OutcomeUnknown`: never a blind second write that could undo a later one.
+//!   cannot apply twice). A create is read back the same way (our bytes, never written
+//!   since: applied; another's: `NodeExists`), and a delete found gone was applied, as on
+//!   etcd. Anything else, and a lost answer to a fenced write, is `OutcomeUnknown`: never
+//!   a blind second write that could undo a later one.
 //! - **Elections.** The lowest proposal leads. Leadership ends (the token is cancelled)
 //!   when the proposal is deleted or replaced, when the session ends, and when the
 //!   connection has been down for a third of the session timeout, before the server can
