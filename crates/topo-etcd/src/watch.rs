@@ -8,8 +8,14 @@
 //! Transient failures (a member down, a broken connection) are retried with capped,
 //! jittered exponential backoff; a failure that retrying cannot fix (permission denied,
 //! authentication required, an invalid request) ends the stream with that error.
+//!
+//! A file watch delivers every change of its key, in order. A recursive watch, whose
+//! backlog would grow with a whole tree's traffic while its reader falls behind, keeps
+//! only the latest unread state of each path ([`WatchStream::coalescing`]).
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{EventType, WatchOptions};
@@ -46,7 +52,7 @@ async fn run<D, R, RF>(
 ) where
     D: FnMut(Change) -> bool,
     R: FnMut() -> RF,
-    RF: std::future::Future<Output = Option<i64>>,
+    RF: Future<Output = Option<i64>>,
 {
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -157,6 +163,11 @@ pub(crate) async fn watch_file(
     };
     let start = resp.header().map(|h| h.revision()).unwrap_or(0) + 1;
     let (tx, rx) = mpsc::unbounded_channel();
+    let dropped = {
+        let tx = tx.clone();
+        async move { tx.closed().await }
+    };
+    let stream = WatchStream::new(rel, UnboundedReceiverStream::new(rx));
     let (tx2, conn2, key2) = (tx.clone(), conn.clone(), key.clone());
     let closed = conn.closed.clone();
     let task = run(
@@ -209,7 +220,7 @@ pub(crate) async fn watch_file(
             }
         },
     );
-    spawn_until_dropped(task, closed, rx, rel).map(|s| (current, s))
+    Ok((current, spawn_watch(task, closed, dropped, stream)))
 }
 
 /// Watches every file under a prefix.
@@ -237,9 +248,14 @@ pub(crate) async fn watch_prefix(
         .iter()
         .map(|i| (i.key.clone(), i.mod_revision))
         .collect();
-    let known2 = std::sync::Arc::new(std::sync::Mutex::new(known));
+    let known2 = Arc::new(Mutex::new(known));
     let known3 = known2.clone();
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, stream) = WatchStream::coalescing::<String>(rel);
+    let tx = Arc::new(tx);
+    let dropped = {
+        let tx = tx.clone();
+        async move { tx.closed().await }
+    };
     let (tx2, conn2, prefix2, to_rel2) = (tx.clone(), conn.clone(), prefix.clone(), to_rel.clone());
     let closed = conn.closed.clone();
     let task = run(
@@ -265,11 +281,11 @@ pub(crate) async fn watch_prefix(
                     }
                 }
                 Change::Failed(e) => {
-                    let _ = tx.send(Err(e));
+                    tx.fail(e);
                     return false;
                 }
             };
-            tx.send(Ok(item)).is_ok()
+            tx.send(item.path.clone(), item)
         },
         move || {
             let (tx, conn, prefix, to_rel, known) = (
@@ -283,7 +299,7 @@ pub(crate) async fn watch_prefix(
                 let (items, rev) = match conn.range(&prefix, false).await {
                     Ok(v) => v,
                     Err(e) => {
-                        let _ = tx.send(Err(e));
+                        tx.fail(e);
                         return None;
                     }
                 };
@@ -293,13 +309,8 @@ pub(crate) async fn watch_prefix(
                     .map(|i| (i.key.clone(), i.mod_revision))
                     .collect();
                 for gone in known.keys().filter(|k| !now.contains_key(*k)) {
-                    if tx
-                        .send(Ok(RecursiveChange {
-                            path: to_rel(gone),
-                            data: None,
-                        }))
-                        .is_err()
-                    {
+                    let path = to_rel(gone);
+                    if !tx.send(path.clone(), RecursiveChange { path, data: None }) {
                         return None;
                     }
                 }
@@ -312,7 +323,7 @@ pub(crate) async fn watch_prefix(
                                 version: Version::new(i.mod_revision),
                             }),
                         };
-                        if tx.send(Ok(change)).is_err() {
+                        if !tx.send(change.path.clone(), change) {
                             return None;
                         }
                     }
@@ -322,38 +333,25 @@ pub(crate) async fn watch_prefix(
             }
         },
     );
-    spawn_until_dropped(task, closed, rx, rel).map(|s| (initial, s))
+    Ok((initial, spawn_watch(task, closed, dropped, stream)))
 }
 
-/// Runs `task` until it ends, the stream's receiver is dropped, or the connection is
-/// closed (the stream then ends with `Interrupted`, the contract's final error).
-fn spawn_until_dropped<T: Send + 'static>(
-    task: impl std::future::Future<Output = ()> + Send + 'static,
+/// Runs `task` until it ends, `dropped` (the stream was dropped) completes, or the
+/// connection is closed (the stream then ends with `Interrupted`, the contract's final
+/// error); ending the task closes its etcd watch.
+fn spawn_watch<T>(
+    task: impl Future<Output = ()> + Send + 'static,
     closed: CancellationToken,
-    rx: mpsc::UnboundedReceiver<Result<T>>,
-    rel: &str,
-) -> Result<WatchStream<T>> {
-    let handle = tokio::spawn(async move {
+    dropped: impl Future<Output = ()> + Send + 'static,
+    stream: WatchStream<T>,
+) -> WatchStream<T> {
+    let stream = stream.cancelled_with(&closed);
+    tokio::spawn(async move {
         tokio::select! {
             _ = closed.cancelled() => {}
+            _ = dropped => {}
             _ = task => {}
         }
     });
-    let stream = UnboundedReceiverStream::new(rx);
-    // Dropping the stream aborts the task (and so closes the etcd watch).
-    let guard = AbortOnDrop(handle);
-    let s = futures::StreamExt::map(stream, move |item| {
-        let _keep = &guard;
-        item
-    });
-    Ok(WatchStream::new(rel, s))
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    stream
 }
