@@ -8,7 +8,7 @@ use futures::{FutureExt, StreamExt};
 use topo_core::{path, ErrorKind, Fence, KvInfo, Result, TopoError, Version};
 use zookeeper_client::{MultiWriteResult, MultiWriter, Permission, Stat};
 
-use crate::error::{convert, outcome_unknown, unknown};
+use crate::error::{convert, unknown};
 use crate::ZkConn;
 
 /// A leaf znode found by a tree walk: key, data, version.
@@ -180,25 +180,25 @@ impl ZkConn {
     /// with our bytes, it was applied; one version on with other bytes, another write won
     /// (`BadVersion`); further on, the outcome is unknown.
     async fn set_data(&self, key: &str, contents: &[u8], version: Option<i32>) -> Result<Stat> {
-        let limit = self.options().remote_operation_timeout;
-        let deadline = tokio::time::Instant::now() + limit;
+        let deadline = tokio::time::Instant::now() + self.options().remote_operation_timeout;
         loop {
-            let client = self.client().await?;
-            let sent = client.set_data(key, contents, version);
-            let why = match tokio::time::timeout_at(deadline, sent).await {
-                Ok(Ok(stat)) => return Ok(stat),
-                Ok(Err(e)) if !outcome_unknown(&e) => return Err(convert(e, key)),
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("no answer within {limit:?}"),
+            let lost = match self
+                .call_once(
+                    key,
+                    |c| async move { c.set_data(key, contents, version).await },
+                )
+                .await
+            {
+                Err(e) if e.is(ErrorKind::OutcomeUnknown) => e,
+                done => return done,
             };
-            drop(client);
-            tracing::debug!(%key, %why, "the answer to a write was lost; reading it back");
+            tracing::debug!(%key, %lost, "the answer to a write was lost; reading it back");
             let (data, stat) = match self
                 .call(key, |c| async move { c.get_data(key).await })
                 .await
             {
                 Ok(read) => read,
-                Err(e) => return Err(unknown(key, format!("{why}; then reading back: {e}"))),
+                Err(e) => return Err(unknown(key, format!("{lost}; then reading back: {e}"))),
             };
             let ours = data == contents;
             match version.map(|v| stat.version.checked_sub(v)) {
@@ -206,7 +206,7 @@ impl ZkConn {
                 Some(Some(0)) if tokio::time::Instant::now() < deadline => continue,
                 Some(Some(1)) if ours => return Ok(stat),
                 Some(Some(1)) => return Err(TopoError::BadVersion(key.to_string())),
-                _ => return Err(unknown(key, why)),
+                _ => return Err(lost),
             }
         }
     }
