@@ -24,7 +24,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 use topo_core::{RecursiveChange, Result, TopoError, Version, WatchData, WatchStream};
 
-use crate::client::jittered;
+use crate::client::backoff;
 use crate::error::{permanent, permanent_cancel};
 use crate::EtcdConn;
 
@@ -54,7 +54,7 @@ async fn run<D, R, RF>(
     R: FnMut() -> RF,
     RF: Future<Output = Option<i64>>,
 {
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = backoff(FIRST_BACKOFF, MAX_BACKOFF);
     loop {
         let mut opts = WatchOptions::new().with_start_revision(next_rev);
         if prefix {
@@ -69,8 +69,7 @@ async fn run<D, R, RF>(
             }
             Err((e, false)) => {
                 tracing::debug!(key, "opening an etcd watch: {e}; retrying");
-                tokio::time::sleep(jittered(backoff)).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
         };
@@ -116,7 +115,7 @@ async fn run<D, R, RF>(
                 break;
             }
             // A message came through: the connection works again.
-            backoff = FIRST_BACKOFF;
+            backoff.reset();
             for ev in msg.events() {
                 let Some(kv) = ev.kv() else { continue };
                 let k = String::from_utf8_lossy(kv.key()).into_owned();
@@ -137,8 +136,7 @@ async fn run<D, R, RF>(
             }
         }
         // The stream ended or broke: re-open it from the last revision seen.
-        tokio::time::sleep(jittered(backoff)).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
