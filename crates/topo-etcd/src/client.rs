@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, GetOptions, WatchOptions};
 use tokio_util::sync::CancellationToken;
+use topo_core::backoff::Backoff;
 use topo_core::{path, Result, TopoError};
 
 use crate::error::{convert, is_unavailable, never_sent, rejected};
@@ -24,10 +25,11 @@ const FIRST_PAGE: i64 = 64;
 /// Most keys in one page.
 const MAX_PAGE: i64 = 10_000;
 
-/// `d` scaled by a random factor in [0.5, 1.5), so that clients retrying after the same
-/// failure do not retry in step.
-pub(crate) fn jittered(d: Duration) -> Duration {
-    d.mul_f64(rand::random_range(0.5..1.5))
+/// The pauses of retries in the background (watches, lease renewals and revokes): from
+/// `first`, doubling up to `max`, each spread by up to half either way so that clients
+/// retrying after the same failure do not retry in step.
+pub(crate) fn backoff(first: Duration, max: Duration) -> Backoff {
+    Backoff::new(first, max).with_jitter(0.5)
 }
 
 /// The bytes of a configured TLS file; one that cannot be read is an error naming the flag.

@@ -74,12 +74,10 @@ impl LeaderParticipation for EtcdElection {
         // server) or when our keep-alive gives the lease up.
         let (key, token, lease_lost) = (lock.key().to_string(), lost.clone(), lock.lost_token());
         let rel = topo_core::path::strip_root(&self.conn.root, &key).unwrap_or_default();
-        let watch = self.conn.watch(&rel).await;
+        // Without the watch, leadership could not be followed: fail, and drop the lock (its
+        // key is revoked in the background) so that another participant can lead.
+        let (_, mut changes) = self.conn.watch(&rel).await?;
         tokio::spawn(async move {
-            let Ok((_, mut changes)) = watch else {
-                token.cancel();
-                return;
-            };
             loop {
                 tokio::select! {
                     _ = token.cancelled() => return,

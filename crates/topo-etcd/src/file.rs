@@ -3,13 +3,15 @@
 //!
 //! A write is sent once, and again only when it provably never reached a server. When its
 //! reply is lost it may or may not have been applied; its outcome is then settled from the
-//! key's state: a conditional write (create, compare-and-set, conditional delete) is sent
-//! again, which is safe because at most one of the two can apply, and a refusal is judged
-//! from the key it reads back; an unconditional one is never repeated, only read back.
-//! What the key shows cannot tell apart is reported as `OutcomeUnknown`, never as a
-//! definite answer that may be wrong. One ambiguity is accepted: a key that now holds
-//! exactly our contents, written right after the version we expected, counts as our write
-//! even if another client wrote the same bytes.
+//! key's state: a compare-and-set or conditional delete is sent again, which is safe
+//! because the revision it compares is gone once it applied, and a refusal is judged from
+//! the key it reads back; a create or an unconditional write is never repeated, only read
+//! back (a create sent again would re-create the file if another client deleted it after
+//! ours applied). What the key shows cannot tell apart is reported as `OutcomeUnknown`,
+//! never as a definite answer that may be wrong. One ambiguity is accepted: a key that now
+//! holds exactly our contents, written right after the version we expected (for a create:
+//! never changed since its creation), counts as our write even if another client wrote the
+//! same bytes.
 
 use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse};
 use topo_core::{Fence, KvInfo, Result, TopoError, Version};
@@ -32,10 +34,12 @@ enum Write<'a> {
 }
 
 impl Write<'_> {
-    /// True when the transaction compares the key, so that sending it twice applies it at
-    /// most once.
-    fn conditional(&self) -> bool {
-        !matches!(self, Write::Update(_, None) | Write::Delete(None))
+    /// True when sending the transaction again after a lost reply cannot apply it over a
+    /// later change: it compares a mod revision, which no longer matches once it applied,
+    /// whatever happened to the key since. Not a create: after ours applied and another
+    /// client deleted the key, its "does not exist" comparison holds again.
+    fn resendable(&self) -> bool {
+        matches!(self, Write::Update(_, Some(_)) | Write::Delete(Some(_)))
     }
 
     /// The comparisons on the key.
@@ -186,9 +190,9 @@ impl EtcdConn {
         let mut lost: Option<TopoError> = None;
         let mut attempt = 1;
         loop {
-            // After a lost reply, an unconditional write is only read back: a comparison
-            // that never holds turns the transaction into a read of the key.
-            let when = if lost.is_some() && !write.conditional() {
+            // After a lost reply, a write that is not resendable is only read back: a
+            // comparison that never holds turns the transaction into a read of the key.
+            let when = if lost.is_some() && !write.resendable() {
                 vec![Compare::version(key, CompareOp::Less, 0)]
             } else {
                 write.when(key)

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use topo_core::{path, Fence, LockDescriptor, Result, TopoError};
 
-use crate::client::{jittered, WriteError};
+use crate::client::{backoff, WriteError};
 use crate::error::never_sent;
 use crate::EtcdConn;
 
@@ -404,7 +404,7 @@ async fn renew(
     let mut last_ok = granted_at;
     let mut expires_by = Instant::now() + ttl;
     let mut next = granted_at + renewal_period(ttl);
-    let mut retry = RETRY_FIRST;
+    let mut retry = backoff(RETRY_FIRST, renewal_period(ttl));
     let mut stream = None;
     loop {
         let deadline = last_ok + ttl;
@@ -455,7 +455,7 @@ async fn renew(
                 expires_by = Instant::now() + ttl;
                 stream = Some(s);
                 next = sent + renewal_period(ttl);
-                retry = RETRY_FIRST;
+                retry = backoff(RETRY_FIRST, renewal_period(ttl));
                 continue;
             }
             Ok(Ok((Some(_), _))) => {
@@ -468,8 +468,7 @@ async fn renew(
             Err(_) => tracing::debug!(lease, "lease keep-alive timed out"),
         }
         // Retry soon, on a new stream.
-        next = Instant::now() + jittered(retry);
-        retry = (retry * 2).min(renewal_period(ttl));
+        next = Instant::now() + retry.next_delay();
     }
 }
 
@@ -483,7 +482,7 @@ async fn revoke(
     lost: &CancellationToken,
 ) -> Result<()> {
     let what = format!("revoking lease {lease}");
-    let mut backoff = RETRY_FIRST;
+    let mut backoff = backoff(RETRY_FIRST, REVOKE_BACKOFF_MAX);
     // Whether an earlier attempt may have reached the server.
     let mut maybe_revoked = false;
     loop {
@@ -515,13 +514,13 @@ async fn revoke(
                 TopoError::Timeout(what.clone())
             }
         };
-        if Instant::now() + backoff >= expires_by {
+        let pause = backoff.next_delay();
+        if Instant::now() + pause >= expires_by {
             tracing::debug!(lease, "giving up revoking, the lease expires anyway: {err}");
             return Err(err);
         }
         tracing::debug!(lease, "revoke failed, retrying in the background: {err}");
-        tokio::time::sleep(jittered(backoff)).await;
-        backoff = (backoff * 2).min(REVOKE_BACKOFF_MAX);
+        tokio::time::sleep(pause).await;
     }
 }
 

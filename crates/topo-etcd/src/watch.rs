@@ -8,8 +8,14 @@
 //! Transient failures (a member down, a broken connection) are retried with capped,
 //! jittered exponential backoff; a failure that retrying cannot fix (permission denied,
 //! authentication required, an invalid request) ends the stream with that error.
+//!
+//! A file watch delivers every change of its key, in order. A recursive watch, whose
+//! backlog would grow with a whole tree's traffic while its reader falls behind, keeps
+//! only the latest unread state of each path ([`WatchStream::coalescing`]).
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{EventType, WatchOptions};
@@ -18,7 +24,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 use topo_core::{RecursiveChange, Result, TopoError, Version, WatchData, WatchStream};
 
-use crate::client::jittered;
+use crate::client::backoff;
 use crate::error::{permanent, permanent_cancel};
 use crate::EtcdConn;
 
@@ -46,9 +52,9 @@ async fn run<D, R, RF>(
 ) where
     D: FnMut(Change) -> bool,
     R: FnMut() -> RF,
-    RF: std::future::Future<Output = Option<i64>>,
+    RF: Future<Output = Option<i64>>,
 {
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = backoff(FIRST_BACKOFF, MAX_BACKOFF);
     loop {
         let mut opts = WatchOptions::new().with_start_revision(next_rev);
         if prefix {
@@ -63,8 +69,7 @@ async fn run<D, R, RF>(
             }
             Err((e, false)) => {
                 tracing::debug!(key, "opening an etcd watch: {e}; retrying");
-                tokio::time::sleep(jittered(backoff)).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
         };
@@ -110,7 +115,7 @@ async fn run<D, R, RF>(
                 break;
             }
             // A message came through: the connection works again.
-            backoff = FIRST_BACKOFF;
+            backoff.reset();
             for ev in msg.events() {
                 let Some(kv) = ev.kv() else { continue };
                 let k = String::from_utf8_lossy(kv.key()).into_owned();
@@ -131,8 +136,7 @@ async fn run<D, R, RF>(
             }
         }
         // The stream ended or broke: re-open it from the last revision seen.
-        tokio::time::sleep(jittered(backoff)).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
@@ -157,6 +161,11 @@ pub(crate) async fn watch_file(
     };
     let start = resp.header().map(|h| h.revision()).unwrap_or(0) + 1;
     let (tx, rx) = mpsc::unbounded_channel();
+    let dropped = {
+        let tx = tx.clone();
+        async move { tx.closed().await }
+    };
+    let stream = WatchStream::new(rel, UnboundedReceiverStream::new(rx));
     let (tx2, conn2, key2) = (tx.clone(), conn.clone(), key.clone());
     let closed = conn.closed.clone();
     let task = run(
@@ -209,7 +218,7 @@ pub(crate) async fn watch_file(
             }
         },
     );
-    spawn_until_dropped(task, closed, rx, rel).map(|s| (current, s))
+    Ok((current, spawn_watch(task, closed, dropped, stream)))
 }
 
 /// Watches every file under a prefix.
@@ -237,9 +246,14 @@ pub(crate) async fn watch_prefix(
         .iter()
         .map(|i| (i.key.clone(), i.mod_revision))
         .collect();
-    let known2 = std::sync::Arc::new(std::sync::Mutex::new(known));
+    let known2 = Arc::new(Mutex::new(known));
     let known3 = known2.clone();
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, stream) = WatchStream::coalescing::<String>(rel);
+    let tx = Arc::new(tx);
+    let dropped = {
+        let tx = tx.clone();
+        async move { tx.closed().await }
+    };
     let (tx2, conn2, prefix2, to_rel2) = (tx.clone(), conn.clone(), prefix.clone(), to_rel.clone());
     let closed = conn.closed.clone();
     let task = run(
@@ -265,11 +279,11 @@ pub(crate) async fn watch_prefix(
                     }
                 }
                 Change::Failed(e) => {
-                    let _ = tx.send(Err(e));
+                    tx.fail(e);
                     return false;
                 }
             };
-            tx.send(Ok(item)).is_ok()
+            tx.send(item.path.clone(), item)
         },
         move || {
             let (tx, conn, prefix, to_rel, known) = (
@@ -283,7 +297,7 @@ pub(crate) async fn watch_prefix(
                 let (items, rev) = match conn.range(&prefix, false).await {
                     Ok(v) => v,
                     Err(e) => {
-                        let _ = tx.send(Err(e));
+                        tx.fail(e);
                         return None;
                     }
                 };
@@ -293,13 +307,8 @@ pub(crate) async fn watch_prefix(
                     .map(|i| (i.key.clone(), i.mod_revision))
                     .collect();
                 for gone in known.keys().filter(|k| !now.contains_key(*k)) {
-                    if tx
-                        .send(Ok(RecursiveChange {
-                            path: to_rel(gone),
-                            data: None,
-                        }))
-                        .is_err()
-                    {
+                    let path = to_rel(gone);
+                    if !tx.send(path.clone(), RecursiveChange { path, data: None }) {
                         return None;
                     }
                 }
@@ -312,7 +321,7 @@ pub(crate) async fn watch_prefix(
                                 version: Version::new(i.mod_revision),
                             }),
                         };
-                        if tx.send(Ok(change)).is_err() {
+                        if !tx.send(change.path.clone(), change) {
                             return None;
                         }
                     }
@@ -322,38 +331,25 @@ pub(crate) async fn watch_prefix(
             }
         },
     );
-    spawn_until_dropped(task, closed, rx, rel).map(|s| (initial, s))
+    Ok((initial, spawn_watch(task, closed, dropped, stream)))
 }
 
-/// Runs `task` until it ends, the stream's receiver is dropped, or the connection is
-/// closed (the stream then ends with `Interrupted`, the contract's final error).
-fn spawn_until_dropped<T: Send + 'static>(
-    task: impl std::future::Future<Output = ()> + Send + 'static,
+/// Runs `task` until it ends, `dropped` (the stream was dropped) completes, or the
+/// connection is closed (the stream then ends with `Interrupted`, the contract's final
+/// error); ending the task closes its etcd watch.
+fn spawn_watch<T>(
+    task: impl Future<Output = ()> + Send + 'static,
     closed: CancellationToken,
-    rx: mpsc::UnboundedReceiver<Result<T>>,
-    rel: &str,
-) -> Result<WatchStream<T>> {
-    let handle = tokio::spawn(async move {
+    dropped: impl Future<Output = ()> + Send + 'static,
+    stream: WatchStream<T>,
+) -> WatchStream<T> {
+    let stream = stream.cancelled_with(&closed);
+    tokio::spawn(async move {
         tokio::select! {
             _ = closed.cancelled() => {}
+            _ = dropped => {}
             _ = task => {}
         }
     });
-    let stream = UnboundedReceiverStream::new(rx);
-    // Dropping the stream aborts the task (and so closes the etcd watch).
-    let guard = AbortOnDrop(handle);
-    let s = futures::StreamExt::map(stream, move |item| {
-        let _keep = &guard;
-        item
-    });
-    Ok(WatchStream::new(rel, s))
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    stream
 }

@@ -415,6 +415,40 @@ async fn create_with_lost_reply_is_not_node_exists() {
     }
 }
 
+/// Item 2: a create whose reply is lost is never sent again: had the file been deleted by
+/// another client after ours applied, a second copy would bring it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_with_lost_reply_never_recreates_a_deleted_file() {
+    let Some(endpoint) = member() else { return };
+    let root = topo_core::conformance::fresh_root("lost_create_deleted");
+    let (proxy, conn, direct) = lost_reply_setup(&endpoint, &root).await;
+    let file = "/keyspaces/ks/Keyspace";
+    // The request gets through, its reply is lost, and the client cannot reconnect until
+    // the file has been deleted.
+    proxy.refuse(true);
+    proxy.reset_after_next_chunk();
+    let create = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.create(file, b"mine").await })
+    };
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while direct.get(file).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the create reached etcd");
+    direct.delete(file, None).await.unwrap();
+    proxy.heal();
+    let created = create.await.unwrap();
+    let now = direct.get(file).await;
+    assert!(
+        now.as_ref().is_err_and(|e| e.is_no_node()),
+        "the deletion survives (the create answered {created:?}): {now:?}"
+    );
+    right_or_unknown(created);
+}
+
 /// Item 2: a compare-and-set whose reply is lost is not reported as `BadVersion`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cas_with_lost_reply_is_not_bad_version() {

@@ -299,3 +299,39 @@ async fn compacted_version_is_no_node() {
     assert!(err.is_no_node(), "{err}");
     assert_eq!(conn.get_version("/SrvVSchema", &new).await.unwrap(), b"new");
 }
+
+/// A recursive watcher that never reads while hundreds of changes happen holds at most
+/// one unread item per file (its latest state), and still converges to the final values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_recursive_watch_stays_bounded() {
+    use futures::StreamExt;
+    let Some(endpoints) = shared(false) else {
+        return;
+    };
+    let root = topo_core::conformance::fresh_root("unread_watch");
+    let conn = EtcdConn::connect(&endpoints, &root, options())
+        .await
+        .unwrap();
+    for f in 0..3 {
+        conn.create(&format!("/d/{f}"), b"0").await.unwrap();
+    }
+    let (_, mut tree) = conn.watch_recursive("/d").await.unwrap();
+    for i in 0..300u32 {
+        conn.update(&format!("/d/{}", i % 3), i.to_string().as_bytes(), None)
+            .await
+            .unwrap();
+        assert!(tree.queued().is_some_and(|n| n <= 3), "{:?}", tree.queued());
+    }
+    let mut finals = std::collections::BTreeMap::new();
+    let want: std::collections::BTreeMap<String, Vec<u8>> = (0..3u32)
+        .map(|f| (format!("/d/{f}"), (297 + f).to_string().into_bytes()))
+        .collect();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while finals != want {
+            let c = tree.next().await.unwrap().unwrap();
+            finals.insert(c.path, c.data.unwrap().contents);
+        }
+    })
+    .await
+    .expect("the recursive watch converges");
+}

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
+use topo_core::backoff::Backoff;
 use topo_core::{Result, TopoError};
 use zookeeper_client::{Client, MultiWriteError, MultiWriteResult, MultiWriter};
 
@@ -19,7 +20,8 @@ use crate::tls::{diagnose, Tls};
 use crate::{ZkConn, ZkOptions};
 
 /// The pause before the first retry of a call whose connection dropped; doubled for each
-/// further one up to [`MAX_BACKOFF`]. The remote-operation timeout bounds them all.
+/// further one up to [`MAX_BACKOFF`] (jittered, see [`Backoff`]). The remote-operation
+/// timeout bounds them all.
 const BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -98,7 +100,7 @@ impl Session {
         }
         let what = format!("connecting to ZooKeeper at {addr}");
         bounded(options.remote_operation_timeout, &what, async {
-            let mut pause = BACKOFF;
+            let mut pauses = Backoff::new(BACKOFF, MAX_BACKOFF);
             loop {
                 let attempt = match tls {
                     Some(_) => connector.clone().secure_connect(addr).await,
@@ -112,9 +114,9 @@ impl Session {
                         if let Some(misconfigured) = diagnose(addr, tls).await {
                             return Err(misconfigured);
                         }
+                        let pause = pauses.next_delay();
                         tracing::debug!(addr, error = %e, ?pause, "no ZooKeeper server reached; retrying");
                         tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(MAX_BACKOFF);
                     }
                     Err(e) => return Err(convert(e, addr)),
                 }
@@ -220,13 +222,13 @@ impl ZkConn {
     {
         let attempts = async {
             let _permit = self.session.permit().await?;
-            let mut pause = BACKOFF;
+            let mut pauses = Backoff::new(BACKOFF, MAX_BACKOFF);
             loop {
                 match op(self.client().await?).await {
                     Err(e) if connection_lost(&e) => {
+                        let pause = pauses.next_delay();
                         tracing::debug!(what, ?pause, "ZooKeeper connection lost; retrying");
                         tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(MAX_BACKOFF);
                     }
                     r => return r.map_err(|e| convert(e, what)),
                 }

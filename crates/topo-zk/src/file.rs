@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use topo_core::{path, Fence, KvInfo, Result, TopoError, Version};
+use topo_core::{path, ErrorKind, Fence, KvInfo, Result, TopoError, Version};
 use zookeeper_client::{MultiWriteResult, MultiWriter, Permission, Stat};
 
-use crate::error::{convert, outcome_unknown, unknown};
+use crate::error::{convert, unknown};
 use crate::ZkConn;
 
 /// A leaf znode found by a tree walk: key, data, version.
@@ -53,20 +53,56 @@ impl ZkConn {
         contents: &[u8],
     ) -> Result<Version> {
         let opts = self.file_options();
-        match fence {
+        let created = match fence {
             None => {
                 self.call_once(key, |c| async move {
-                    c.create(key, contents, &opts).await.map(|(s, _)| s.version)
+                    c.create(key, contents, &opts).await.map(|_| ())
                 })
-                .await?;
+                .await
             }
-            Some(f) => {
-                self.multi(f, key, |w| w.add_create(key, contents, &opts))
-                    .await?;
+            Some(f) => self
+                .multi(f, key, |w| w.add_create(key, contents, &opts))
+                .await
+                .map(|_| ()),
+        };
+        match created {
+            // A new znode's version is always 0.
+            Ok(()) => Ok(version(0)),
+            Err(e) if fence.is_none() && e.is(ErrorKind::OutcomeUnknown) => {
+                self.settle_create(key, contents, e).await
             }
+            Err(e) => Err(e),
         }
-        // A new znode's version is always 0.
-        Ok(version(0))
+    }
+
+    /// The outcome of a create of `key` whose answer was `lost`, read back (never sent
+    /// again: a second copy would bring the file back if another client deleted it after
+    /// ours applied). A file with our contents, never written since: applied (as on etcd,
+    /// another client creating the same bytes meanwhile cannot be told apart); another
+    /// creation, never written since: ours cannot have applied (`NodeExists`); anything
+    /// else, a missing node included, stays `lost`.
+    async fn settle_create(&self, key: &str, contents: &[u8], lost: TopoError) -> Result<Version> {
+        let (data, stat) = match self
+            .call(key, |c| async move { c.get_data(key).await })
+            .await
+        {
+            Ok(read) => read,
+            Err(e) if e.is_no_node() => return Err(lost),
+            Err(e) => return Err(unknown(key, format!("{lost}; then reading back: {e}"))),
+        };
+        if stat.version != 0 || stat.ephemeral_owner != 0 {
+            return Err(lost);
+        }
+        if data != contents {
+            return Err(TopoError::NodeExists(key.to_string()));
+        }
+        // Empty data and no children is also what a directory looks like.
+        let file = !data.is_empty() || self.is_empty_file(key).await.unwrap_or(false);
+        if file && stat.num_children == 0 {
+            Ok(version(0))
+        } else {
+            Err(lost)
+        }
     }
 
     /// A multi-op of a check that the lock node behind `fence` is still there, then
@@ -144,25 +180,25 @@ impl ZkConn {
     /// with our bytes, it was applied; one version on with other bytes, another write won
     /// (`BadVersion`); further on, the outcome is unknown.
     async fn set_data(&self, key: &str, contents: &[u8], version: Option<i32>) -> Result<Stat> {
-        let limit = self.options().remote_operation_timeout;
-        let deadline = tokio::time::Instant::now() + limit;
+        let deadline = tokio::time::Instant::now() + self.options().remote_operation_timeout;
         loop {
-            let client = self.client().await?;
-            let sent = client.set_data(key, contents, version);
-            let why = match tokio::time::timeout_at(deadline, sent).await {
-                Ok(Ok(stat)) => return Ok(stat),
-                Ok(Err(e)) if !outcome_unknown(&e) => return Err(convert(e, key)),
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("no answer within {limit:?}"),
+            let lost = match self
+                .call_once(
+                    key,
+                    |c| async move { c.set_data(key, contents, version).await },
+                )
+                .await
+            {
+                Err(e) if e.is(ErrorKind::OutcomeUnknown) => e,
+                done => return done,
             };
-            drop(client);
-            tracing::debug!(%key, %why, "the answer to a write was lost; reading it back");
+            tracing::debug!(%key, %lost, "the answer to a write was lost; reading it back");
             let (data, stat) = match self
                 .call(key, |c| async move { c.get_data(key).await })
                 .await
             {
                 Ok(read) => read,
-                Err(e) => return Err(unknown(key, format!("{why}; then reading back: {e}"))),
+                Err(e) => return Err(unknown(key, format!("{lost}; then reading back: {e}"))),
             };
             let ours = data == contents;
             match version.map(|v| stat.version.checked_sub(v)) {
@@ -170,7 +206,7 @@ impl ZkConn {
                 Some(Some(0)) if tokio::time::Instant::now() < deadline => continue,
                 Some(Some(1)) if ours => return Ok(stat),
                 Some(Some(1)) => return Err(TopoError::BadVersion(key.to_string())),
-                _ => return Err(unknown(key, why)),
+                _ => return Err(lost),
             }
         }
     }
@@ -192,10 +228,23 @@ impl ZkConn {
     ) -> Result<()> {
         let want = expected(version_);
         match fence {
-            None => {
-                self.call_once(key, |c| async move { c.delete(key, want).await })
-                    .await?
-            }
+            None => match self
+                .call_once(key, |c| async move { c.delete(key, want).await })
+                .await
+            {
+                Ok(()) => {}
+                // The answer was lost: a node found gone was deleted, by us or by another
+                // (as etcd answers); a node still there stays an unknown outcome.
+                Err(e) if e.is(ErrorKind::OutcomeUnknown) => {
+                    let gone = self
+                        .call(key, |c| async move { c.check_stat(key).await })
+                        .await;
+                    if !matches!(gone, Ok(None)) {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            },
             Some(f) => {
                 self.multi(f, key, |w| w.add_delete(key, want)).await?;
             }

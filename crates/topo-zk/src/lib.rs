@@ -49,8 +49,10 @@
 //!   the time runs out after the request left), an update reads the node back: holding
 //!   our bytes (one version on, for a compare-and-set) it was applied; a compare-and-set
 //!   still at its expected version was not, and is sent again (still conditional, so it
-//!   cannot apply twice). Anything else, and a lost answer to a create, delete or fenced
-//!   write, is `OutcomeUnknown`: never a blind second write that could undo a later one.
+//!   cannot apply twice). A create is read back the same way (our bytes, never written
+//!   since: applied; another's: `NodeExists`), and a delete found gone was applied, as on
+//!   etcd. Anything else, and a lost answer to a fenced write, is `OutcomeUnknown`: never
+//!   a blind second write that could undo a later one.
 //! - **Elections.** The lowest proposal leads. Leadership ends (the token is cancelled)
 //!   when the proposal is deleted or replaced, when the session ends, and when the
 //!   connection has been down for a third of the session timeout, before the server can
@@ -258,10 +260,16 @@ impl ZkConn {
 
     /// The absolute key of `rel`; `Interrupted` once the connection is closed.
     pub(crate) fn key(&self, rel: &str) -> Result<String> {
-        if self.closed.load(Ordering::Relaxed) {
-            return Err(TopoError::Interrupted(format!("{rel}: connection closed")));
-        }
+        self.check_open(rel)?;
         path::join(&self.root, rel)
+    }
+
+    /// `Interrupted` about `what` once the connection is closed.
+    pub(crate) fn check_open(&self, what: &str) -> Result<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(TopoError::Interrupted(format!("{what}: connection closed")));
+        }
+        Ok(())
     }
 
     /// On a connection with `sync_reads`, waits until its server has caught up with the

@@ -143,14 +143,20 @@ impl QueueEntry {
         }
     }
 
-    /// Waits until this entry is the queue's first, watching only its predecessor.
+    /// Waits until this entry is the queue's first, watching only its predecessor. A wait
+    /// ended by `close()` (which ends the session, and so loses the entry) is
+    /// `Interrupted`, as on every backend; any other loss of the entry is `LockLost`.
     pub(crate) async fn wait_first(&self, what: &str) -> Result<()> {
+        let lost = || {
+            self.conn.check_open(what)?;
+            Err(TopoError::LockLost(what.to_string()))
+        };
         loop {
             if self.lost.is_cancelled() {
-                return Err(TopoError::LockLost(what.to_string()));
+                return lost();
             }
             let Some(pred) = self.place().await? else {
-                return Err(TopoError::LockLost(what.to_string()));
+                return lost();
             };
             let Some(pred) = pred else {
                 return Ok(());

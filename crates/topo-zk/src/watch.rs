@@ -7,9 +7,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use futures::FutureExt;
-
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use topo_core::{RecursiveChange, Result, TopoError, Version, WatchData, WatchStream};
 use zookeeper_client::{
     AddWatchMode, EventType, OneshotWatcher, PersistentWatcher, SessionState, WatchedEvent,
@@ -49,7 +46,8 @@ pub(crate) async fn watch_file(
     key: String,
 ) -> Result<(WatchData, WatchStream<WatchData>)> {
     let (current, mut watcher) = read_and_watch(&conn, &key).await?;
-    let (tx, rx) = mpsc::unbounded_channel();
+    // One key: a reader that falls behind gets the latest value.
+    let (tx, stream) = WatchStream::coalescing::<()>(rel);
     tokio::spawn(async move {
         loop {
             let event = tokio::select! {
@@ -57,31 +55,28 @@ pub(crate) async fn watch_file(
                 _ = tx.closed() => return,
             };
             if let Some(e) = session_end(&event, &key) {
-                let _ = tx.send(Err(e));
+                tx.fail(e);
                 return;
             }
             if event.event_type == EventType::NodeDeleted {
-                let _ = tx.send(Err(TopoError::NoNode(key)));
+                tx.fail(TopoError::NoNode(key));
                 return;
             }
             match read_and_watch(&conn, &key).await {
                 Ok((data, w)) => {
                     watcher = w;
-                    if tx.send(Ok(data)).is_err() {
+                    if !tx.send((), data) {
                         return;
                     }
                 }
                 Err(e) => {
-                    let _ = tx.send(Err(e));
+                    tx.fail(e);
                     return;
                 }
             }
         }
     });
-    Ok((
-        current,
-        WatchStream::new(rel, UnboundedReceiverStream::new(rx)),
-    ))
+    Ok((current, stream))
 }
 
 /// Every file at or below `key`, by key.
@@ -259,7 +254,8 @@ pub(crate) async fn watch_tree(
         known,
         disconnected: false,
     };
-    let (tx, rx) = mpsc::unbounded_channel();
+    // Keyed by path: a reader that falls behind gets each file's latest state.
+    let (tx, stream) = WatchStream::coalescing::<String>(rel);
     tokio::spawn(async move {
         loop {
             let event = tokio::select! {
@@ -269,20 +265,17 @@ pub(crate) async fn watch_tree(
             match tree.changes(event).await {
                 Ok(changes) => {
                     for c in changes {
-                        if tx.send(Ok(c)).is_err() {
+                        if !tx.send(c.path.clone(), c) {
                             return;
                         }
                     }
                 }
                 Err(e) => {
-                    let _ = tx.send(Err(e));
+                    tx.fail(e);
                     return;
                 }
             }
         }
     });
-    Ok((
-        initial,
-        WatchStream::new(rel, UnboundedReceiverStream::new(rx)),
-    ))
+    Ok((initial, stream))
 }

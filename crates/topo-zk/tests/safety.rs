@@ -332,6 +332,60 @@ async fn lost_write_answer_never_overwrites_a_later_write() {
     assert_eq!(v, Version::new(4));
 }
 
+/// A create and a delete whose answers are lost are read back, as on etcd: found applied,
+/// they are reported so; a create is never sent again, so a file deleted by another
+/// client meanwhile stays deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_create_and_delete_answers_are_read_back() {
+    let Some(addr) = shared(false) else { return };
+    let root = topo_core::conformance::fresh_root("lost_create");
+    let (proxy, writer, other) = proxied(&addr, &root, Duration::from_secs(10)).await;
+    other.create("/keyspaces/ks/Keyspace", b"v0").await.unwrap();
+    let file = "/keyspaces/ks/SrvKeyspace";
+
+    writer.get("/keyspaces/ks/Keyspace").await.unwrap(); // no ping is due next
+    proxy.reset_after_next_chunk();
+    let v = writer
+        .create(file, b"mine")
+        .await
+        .expect("the lost answer of a create is resolved");
+    assert_eq!(v, Version::new(0));
+    assert_eq!(other.get(file).await.unwrap(), (b"mine".to_vec(), v));
+
+    writer.get(file).await.unwrap();
+    proxy.reset_after_next_chunk();
+    writer
+        .delete(file, None)
+        .await
+        .expect("the lost answer of a delete is resolved");
+    assert!(other.get(file).await.unwrap_err().is_no_node());
+
+    // Deleted by another client before the writer can look: not created again.
+    writer.get("/keyspaces/ks/Keyspace").await.unwrap();
+    proxy.refuse(true);
+    proxy.reset_after_next_chunk();
+    let create = {
+        let writer = writer.clone();
+        tokio::spawn(async move { writer.create(file, b"again").await })
+    };
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while other.get(file).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the create reached the server");
+    other.delete(file, None).await.unwrap();
+    proxy.heal();
+    let r = create.await.unwrap();
+    assert!(
+        other.get(file).await.unwrap_err().is_no_node(),
+        "the deletion survives (the writer answered {r:?})"
+    );
+    let err = r.unwrap_err();
+    assert!(err.is(ErrorKind::OutcomeUnknown), "{err}");
+}
+
 /// (item 4) A leader whose connection goes silent gives up leadership, a lock holder's
 /// `check()` reports LockLost, and a waiting lock call gives up, before the server expires
 /// the session and another participant takes over.

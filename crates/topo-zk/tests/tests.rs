@@ -429,3 +429,51 @@ async fn max_concurrency_is_checked_and_calls_take_turns() {
         .expect("every call gets its turn");
     assert!(got.iter().all(|v| v == b"x"));
 }
+
+/// Watchers that never read while hundreds of changes happen hold at most one unread item
+/// per file (the latest), and still converge to the final values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_watches_stay_bounded() {
+    let Some(addr) = shared(false) else { return };
+    let root = topo_core::conformance::fresh_root("unread_watch");
+    let conn = ZkConn::connect(&addr, &root, options()).await.unwrap();
+    unread_watches_stay_bounded_on(&conn).await;
+}
+
+/// The body of `unread_watches_stay_bounded`: three files changed 300 times in turn.
+async fn unread_watches_stay_bounded_on(conn: &dyn Conn) {
+    use futures::StreamExt;
+    for f in 0..3 {
+        conn.create(&format!("/d/{f}"), b"0").await.unwrap();
+    }
+    let (_, mut file) = conn.watch("/d/0").await.unwrap();
+    let (_, mut tree) = conn.watch_recursive("/d").await.unwrap();
+    for i in 0..300u32 {
+        conn.update(&format!("/d/{}", i % 3), i.to_string().as_bytes(), None)
+            .await
+            .unwrap();
+        assert!(file.queued().is_some_and(|n| n <= 1), "{:?}", file.queued());
+        assert!(tree.queued().is_some_and(|n| n <= 3), "{:?}", tree.queued());
+    }
+    let file_final = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let d = file.next().await.unwrap().unwrap();
+            if d.contents == b"297" {
+                return;
+            }
+        }
+    });
+    file_final.await.expect("the file watch converges");
+    let mut finals = std::collections::BTreeMap::new();
+    let want: std::collections::BTreeMap<String, Vec<u8>> = (0..3u32)
+        .map(|f| (format!("/d/{f}"), (297 + f).to_string().into_bytes()))
+        .collect();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while finals != want {
+            let c = tree.next().await.unwrap().unwrap();
+            finals.insert(c.path, c.data.unwrap().contents);
+        }
+    })
+    .await
+    .expect("the recursive watch converges");
+}
