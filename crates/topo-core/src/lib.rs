@@ -37,7 +37,8 @@ pub use error::{ErrorKind, Result, TopoError};
 pub use ext::ConnExt;
 pub use limit::ValueLimit;
 pub use types::{
-    dir_entries, DirEntry, DirEntryType, Fence, KvInfo, RecursiveChange, Version, WatchData,
+    dir_entries, DirEntry, DirEntryType, Fence, KvInfo, RecursiveChange, TlsFiles, Version,
+    WatchData,
 };
 pub use watch::{WatchSender, WatchStream};
 

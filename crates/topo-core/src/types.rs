@@ -184,3 +184,23 @@ impl Fence {
         self.token
     }
 }
+
+/// The TLS files of a backend's client (Vitess's `--topo-etcd-tls-*` and `--topo-zk-tls-*`
+/// flags); none set means plain TCP.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA certificate(s) to verify the servers with; alone, it enables server-authenticated
+    /// TLS.
+    pub ca: Option<std::path::PathBuf>,
+    /// Client certificate for mutual TLS, with `key`.
+    pub cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key.
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl TlsFiles {
+    /// Whether any TLS file is set (so connections use TLS).
+    pub fn enabled(&self) -> bool {
+        self.ca.is_some() || self.cert.is_some() || self.key.is_some()
+    }
+}

@@ -83,7 +83,7 @@ impl EtcdConn {
     /// to plaintext); `Timeout` or `Backend` when no endpoint can be reached.
     pub async fn connect(server_address: &str, root: &str, options: EtcdOptions) -> Result<Self> {
         let tls = &options.tls;
-        let use_tls = tls.ca.is_some() || tls.cert.is_some() || tls.key.is_some();
+        let use_tls = tls.enabled();
         let scheme = if use_tls { "https" } else { "http" };
         let endpoints: Vec<String> = server_address
             .split(',')

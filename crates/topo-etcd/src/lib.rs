@@ -57,7 +57,6 @@ mod file;
 mod lock;
 mod watch;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,15 +71,7 @@ use topo_core::{
 pub(crate) const BACKEND: &str = "etcd2";
 
 /// TLS files for the client (Vitess's `--topo-etcd-tls-ca`, `-cert`, `-key`).
-#[derive(Clone, Debug, Default)]
-pub struct TlsFiles {
-    /// CA certificate to verify the server with; alone, it enables server-authenticated TLS.
-    pub ca: Option<PathBuf>,
-    /// Client certificate (with `key`) for mutual TLS.
-    pub cert: Option<PathBuf>,
-    /// Client key (with `cert`).
-    pub key: Option<PathBuf>,
-}
+pub use topo_core::TlsFiles;
 
 /// Settings of the etcd backend.
 #[derive(Clone, Debug)]

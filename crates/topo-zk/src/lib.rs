@@ -78,7 +78,8 @@ mod lock;
 mod tls;
 mod watch;
 
-pub use tls::TlsFiles;
+/// TLS files for the client (Vitess's `--topo-zk-tls-ca`, `-cert`, `-key`).
+pub use topo_core::TlsFiles;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

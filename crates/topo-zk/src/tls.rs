@@ -10,33 +10,14 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
-use topo_core::{Result, TopoError};
-
-/// The TLS files of the ZooKeeper backend; none set means plain TCP.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// CA certificate(s) to verify the servers with; alone, it enables server-authenticated
-    /// TLS (`--topo-zk-tls-ca`).
-    pub ca: Option<PathBuf>,
-    /// Client certificate for mutual TLS, with `key` (`--topo-zk-tls-cert`).
-    pub cert: Option<PathBuf>,
-    /// The client certificate's private key (`--topo-zk-tls-key`).
-    pub key: Option<PathBuf>,
-}
-
-impl TlsFiles {
-    /// Whether any TLS file is set (so connections use TLS).
-    pub fn enabled(&self) -> bool {
-        self.ca.is_some() || self.cert.is_some() || self.key.is_some()
-    }
-}
+use topo_core::{Result, TlsFiles, TopoError};
 
 /// Checked TLS settings: the PEM texts handed to the client library and the equivalent
 /// rustls configuration used to diagnose failed connections.
