@@ -828,7 +828,8 @@ pub(crate) enum Command {
         /// File holding the bearer token every request must carry (required off loopback).
         #[arg(long = "token-file")]
         token_file: Option<PathBuf>,
-        /// Serve off loopback without TLS or token anyway (prints a warning on every start).
+        /// Serve off loopback without TLS or token anyway, and answer requests addressed to any
+        /// host name (prints a warning on every start).
         #[arg(long)]
         insecure: bool,
     },
