@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
+use topo_core::backoff::Backoff;
 use topo_core::{path, ErrorKind, Fence, LockDescriptor, LockGuard, Result, TopoError};
 use zookeeper_client::{
     CreateMode, CreateOptions, MultiWriteResult, SessionState, Stat, StateWatcher,
@@ -151,22 +152,38 @@ impl QueueEntry {
             self.conn.check_open(what)?;
             Err(TopoError::LockLost(what.to_string()))
         };
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         loop {
             if self.lost.is_cancelled() {
                 return lost();
             }
-            let Some(pred) = self.place().await? else {
-                return lost();
+            // A look that fails while the connection is down is no verdict: the entry
+            // either lives on (then look again) or is lost (then say so, not "timeout").
+            let looked = match self.place().await {
+                Ok(Some(Some(pred))) => {
+                    let pred = format!("{}/{pred}", self.queue);
+                    let p = pred.as_str();
+                    self.conn
+                        .call(p, |c| async move { c.check_and_watch_stat(p).await })
+                        .await
+                }
+                Ok(Some(None)) => return Ok(()),
+                Ok(None) => return lost(),
+                Err(e) => Err(e),
             };
-            let Some(pred) = pred else {
-                return Ok(());
+            let (stat, watcher) = match looked {
+                Ok(v) => v,
+                Err(e) if e.is_retryable() => {
+                    tracing::debug!(lock = %what, "looking at the lock queue: {e}");
+                    tokio::select! {
+                        _ = self.lost.cancelled() => {}
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
-            let pred = format!("{}/{pred}", self.queue);
-            let p = pred.as_str();
-            let (stat, watcher) = self
-                .conn
-                .call(p, |c| async move { c.check_and_watch_stat(p).await })
-                .await?;
+            backoff.reset();
             if stat.is_some() {
                 // Deleted, the session's state changed, or this entry lost (then the loop
                 // looks again).
