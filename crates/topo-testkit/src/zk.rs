@@ -316,12 +316,14 @@ impl ZkCluster {
 
     /// A three-node ensemble whose third node is an observer (`peerType=observer`): it
     /// serves reads and forwards writes but does not vote, as the servers after `|` in a
-    /// Vitess `zk2` address. The two voters are both needed for a quorum.
+    /// Vitess `zk2` address. The two voters are both needed for a quorum. Its tickTime is
+    /// 2 s (a follower may lag 10 s): with a shorter one, a loaded machine's pause drops the
+    /// follower and with it the quorum, and clients see lost connections mid-test.
     ///
     /// # Errors
     /// As [`ZkCluster::standalone`].
     pub fn ensemble_with_observer() -> io::Result<Self> {
-        Self::start(3, 500, 1, None)
+        Self::start(3, 2000, 1, None)
     }
 
     /// A standalone server with a tick of `tick_ms`: sessions may be as short as two ticks
