@@ -3,12 +3,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use topo_core::{
-    Conn, DirEntry, Fence, KvInfo, LeaderParticipation, LockGuard, RecursiveChange, Result,
-    Version, WatchData, WatchStream,
+    Conn, DirEntry, Fence, KvInfo, LeaderParticipation, LockGuard, LockOptions, RecursiveChange,
+    Result, Version, WatchData, WatchStream,
 };
 
 /// Forwards everything to `inner` except every `every`-th update (`update` or
@@ -95,17 +94,8 @@ impl Conn for DropWrites {
     ) -> Result<()> {
         self.inner.delete_fenced(fence, path, version).await
     }
-    async fn lock(&self, dir: &str, contents: &str) -> Result<LockGuard> {
-        self.inner.lock(dir, contents).await
-    }
-    async fn lock_with_ttl(&self, dir: &str, contents: &str, ttl: Duration) -> Result<LockGuard> {
-        self.inner.lock_with_ttl(dir, contents, ttl).await
-    }
-    async fn lock_name(&self, dir: &str, contents: &str) -> Result<LockGuard> {
-        self.inner.lock_name(dir, contents).await
-    }
-    async fn try_lock(&self, dir: &str, contents: &str) -> Result<LockGuard> {
-        self.inner.try_lock(dir, contents).await
+    async fn lock_with(&self, dir: &str, contents: &str, opts: LockOptions) -> Result<LockGuard> {
+        self.inner.lock_with(dir, contents, opts).await
     }
     async fn watch(&self, path: &str) -> Result<(WatchData, WatchStream<WatchData>)> {
         self.inner.watch(path).await

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use topo_core::ConnExt;
 
 use futures::StreamExt;
 use rand::{Rng, SeedableRng};

@@ -2,13 +2,13 @@
 
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
 use crate::limit::ValueLimit;
+use crate::lock::LockOptions;
 use crate::types::{DirEntry, Fence, KvInfo, RecursiveChange, Version, WatchData};
 use crate::watch::WatchStream;
 
@@ -149,36 +149,25 @@ pub trait Conn: Send + Sync + Debug + 'static {
         version: Option<&Version>,
     ) -> Result<()>;
 
-    /// Takes the advisory lock on directory `dir`, waiting while others hold it. `contents`
-    /// (a human-readable description, by convention Vitess's JSON lock descriptor) is stored
-    /// in the lock entry. Waiters are served in arrival order.
+    /// Takes the advisory lock on directory `dir` as `opts` says (see [`LockKind`](crate::LockKind) for the
+    /// kinds; [`ConnExt`](crate::ConnExt) has the short forms `lock`, `lock_with_ttl`,
+    /// `lock_name` and `try_lock`). `contents` (a human-readable description, by
+    /// convention Vitess's JSON lock descriptor) is stored in the lock entry under
+    /// `<dir>/locks/`. Waiters are served in arrival order.
     ///
     /// The lock stays held until [`LockDescriptor::unlock`] or until the guard is dropped,
     /// whatever happens to the future that acquired it: backends keep leases and sessions
     /// alive in the background.
     ///
     /// # Errors
-    /// `NoNode` when nothing exists under `dir` (on every backend; Vitess's zk2topo creates
-    /// the path instead).
+    /// `NoNode` when nothing exists under `dir` and the lock is not a named one (on every
+    /// backend; Vitess's zk2topo creates the path instead); for a try,
+    /// `NodeExists` (`lock already exists at path <dir>`) at once when the lock is held or
+    /// waited for.
     ///
     /// # Cancellation safety
     /// Dropping the future while it waits removes the waiter's entry.
-    async fn lock(&self, dir: &str, contents: &str) -> Result<LockGuard>;
-
-    /// As [`Conn::lock`] with `ttl` as the lease or session time-to-live of the entry
-    /// (etcd, local; ignored by backends whose locks are session-bound).
-    async fn lock_with_ttl(&self, dir: &str, contents: &str, ttl: Duration) -> Result<LockGuard>;
-
-    /// A named lock: as [`Conn::lock`] but `dir` need not exist, and the entry's TTL is
-    /// Vitess's `NamedLockTTL` (24 h) where the backend has TTLs.
-    async fn lock_name(&self, dir: &str, contents: &str) -> Result<LockGuard>;
-
-    /// As [`Conn::lock`] but never waits behind a holder.
-    ///
-    /// # Errors
-    /// `NodeExists` (`lock already exists at path <dir>`) at once when the lock is held or
-    /// waited for; `NoNode` as `lock`.
-    async fn try_lock(&self, dir: &str, contents: &str) -> Result<LockGuard>;
+    async fn lock_with(&self, dir: &str, contents: &str, opts: LockOptions) -> Result<LockGuard>;
 
     /// The current value of `path` and a stream of its later changes (see [`WatchStream`]
     /// for the contract). Versions in the stream are of the same kind as those of `get`.

@@ -1,10 +1,17 @@
-//! Leader election built from a connection's own primitives, for backends whose lock
-//! entries are named by their queue sequence (memory, local).
+//! Leader election: one state machine ([`Election`]) over a small backend trait
+//! ([`Campaign`]: enter and wait to lead, read the leader, follow the leader), and the
+//! campaign of backends whose lock entries are named by their queue sequence (memory,
+//! local: [`SequenceCampaign`]).
 //!
-//! A participant campaigns by taking the named lock `elections/<name>` with its id as the
-//! lock contents; the holder leads. The leader is the lowest-numbered entry under
-//! `elections/<name>/locks/`. Leadership ends when the participant stops or its lock entry
-//! goes away (checked on every change seen by a recursive watch, and periodically).
+//! The state machine gives every backend the same behaviour: one leadership at a time per
+//! participant, `stop` interrupts a waiting campaign and releases a held leadership, and
+//! the token handed to the leader is cancelled when the backend reports the loss or on
+//! `stop`.
+//!
+//! A sequence campaign takes the named lock `elections/<name>` with its id as the lock
+//! contents; the holder leads. The leader is the lowest-numbered entry under
+//! `elections/<name>/locks/`. Leadership ends when the entry goes away (checked on every
+//! change seen by a recursive watch, and periodically).
 
 use std::fmt;
 use std::sync::Arc;
@@ -15,49 +22,236 @@ use futures::StreamExt;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::conn::{Conn, LeaderParticipation, LockGuard};
+use crate::conn::{Conn, LeaderParticipation};
 use crate::error::{Result, TopoError};
+use crate::ext::ConnExt;
+use crate::lock::{self, LockOptions};
 use crate::watch::WatchStream;
 
-/// How often a leader re-checks its lock when no change arrives.
+/// How often a sequence leader re-checks its entry when no change arrives.
 const CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
-/// An election participant over any connection whose lock entries are named by sequence.
-pub struct SequenceElection {
+/// One backend's side of an election.
+#[async_trait]
+pub trait Campaign: Send + Sync + fmt::Debug + 'static {
+    /// Enters the election and waits until this participant leads. Dropping the future
+    /// withdraws the candidacy.
+    async fn campaign(&self) -> Result<Box<dyn Leadership>>;
+
+    /// The id of the current leader, or `""` when there is none.
+    async fn leader_id(&self) -> Result<String>;
+
+    /// The current leader's id (when there is one), then each new leader's.
+    async fn leader_changes(&self) -> Result<WatchStream<String>>;
+}
+
+/// A leadership won by a [`Campaign`].
+#[async_trait]
+pub trait Leadership: Send + Sync + fmt::Debug {
+    /// Cancelled by the backend once the leadership is lost (its entry deleted, its lease
+    /// or session gone).
+    fn lost(&self) -> CancellationToken;
+
+    /// Gives the leadership up and removes its entry.
+    async fn resign(self: Box<Self>) -> Result<()>;
+}
+
+/// An election participant: the state machine over a backend's [`Campaign`].
+pub struct Election<C> {
+    campaign: C,
+    dir: String,
+    stop: CancellationToken,
+    held: Mutex<Option<(Box<dyn Leadership>, CancellationToken)>>,
+}
+
+impl<C: Campaign> fmt::Debug for Election<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Election")
+            .field("dir", &self.dir)
+            .field("campaign", &self.campaign)
+            .finish()
+    }
+}
+
+impl<C: Campaign> Election<C> {
+    /// A participant campaigning with `campaign` for the election whose directory is
+    /// `dir` (named in errors).
+    pub fn new(campaign: C, dir: impl Into<String>) -> Self {
+        Election {
+            campaign,
+            dir: dir.into(),
+            stop: CancellationToken::new(),
+            held: Mutex::new(None),
+        }
+    }
+}
+
+#[async_trait]
+impl<C: Campaign> LeaderParticipation for Election<C> {
+    async fn wait_for_leadership(&self) -> Result<CancellationToken> {
+        let mut held = self.held.lock().await;
+        if self.stop.is_cancelled() {
+            return Err(TopoError::Interrupted(self.dir.clone()));
+        }
+        if let Some((_, leading)) = held.as_ref() {
+            return Ok(leading.clone());
+        }
+        let won = tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => return Err(TopoError::Interrupted(self.dir.clone())),
+            won = self.campaign.campaign() => won?,
+        };
+        let leading = self.stop.child_token();
+        let (lost, token, dir) = (won.lost(), leading.clone(), self.dir.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => {}
+                _ = lost.cancelled() => {
+                    tracing::info!(%dir, "leadership lost");
+                    token.cancel();
+                }
+            }
+        });
+        *held = Some((won, leading.clone()));
+        Ok(leading)
+    }
+
+    async fn stop(&self) {
+        self.stop.cancel();
+        if let Some((won, leading)) = self.held.lock().await.take() {
+            // The leader stops acting before its entry goes and another can lead.
+            leading.cancel();
+            if let Err(e) = won.resign().await {
+                tracing::warn!(dir = %self.dir, "releasing leadership: {e}");
+            }
+        }
+    }
+
+    async fn current_leader_id(&self) -> Result<String> {
+        self.campaign.leader_id().await
+    }
+
+    async fn wait_for_new_leader(&self) -> Result<WatchStream<String>> {
+        self.campaign.leader_changes().await
+    }
+}
+
+/// The campaign of a backend whose lock entries are named by sequence (memory, local):
+/// the named lock `elections/<name>` held with the participant's id.
+pub struct SequenceCampaign {
     conn: Arc<dyn Conn>,
     dir: String,
     id: String,
-    stop: CancellationToken,
-    held: Mutex<Option<(LockGuard, CancellationToken)>>,
+    ttl: Option<Duration>,
 }
 
-impl fmt::Debug for SequenceElection {
+impl fmt::Debug for SequenceCampaign {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SequenceElection")
+        f.debug_struct("SequenceCampaign")
             .field("dir", &self.dir)
             .field("id", &self.id)
             .finish()
     }
 }
 
-impl SequenceElection {
-    /// A participant with `id` in election `name` on `conn`.
+impl SequenceCampaign {
+    /// A participant with `id` in election `name` on `conn`, whose entry has the lock
+    /// TTL `ttl` (`None`: the named-lock default).
     ///
     /// # Errors
     /// `InvalidArgument` when `name` is not a single path element.
-    pub fn new(conn: Arc<dyn Conn>, name: &str, id: &str) -> Result<Self> {
-        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return Err(TopoError::invalid(format!(
-                "invalid election name {name:?}"
-            )));
-        }
-        Ok(SequenceElection {
+    pub fn participant(
+        conn: Arc<dyn Conn>,
+        name: &str,
+        id: &str,
+        ttl: Option<Duration>,
+    ) -> Result<Election<Self>> {
+        lock::check_election_name(name)?;
+        let dir = format!("elections/{name}");
+        let campaign = SequenceCampaign {
             conn,
-            dir: format!("elections/{name}"),
+            dir: dir.clone(),
             id: id.to_string(),
-            stop: CancellationToken::new(),
-            held: Mutex::new(None),
-        })
+            ttl,
+        };
+        Ok(Election::new(campaign, dir))
+    }
+}
+
+/// A sequence leadership: the named lock and the task that watches its entry.
+#[derive(Debug)]
+struct SequenceLeadership {
+    guard: crate::LockGuard,
+    lost: CancellationToken,
+}
+
+#[async_trait]
+impl Leadership for SequenceLeadership {
+    fn lost(&self) -> CancellationToken {
+        self.lost.clone()
+    }
+
+    async fn resign(self: Box<Self>) -> Result<()> {
+        // The watching task ends with the token; the lock goes with the guard.
+        self.lost.cancel();
+        self.guard.unlock().await
+    }
+}
+
+#[async_trait]
+impl Campaign for SequenceCampaign {
+    async fn campaign(&self) -> Result<Box<dyn Leadership>> {
+        let mut opts = LockOptions::named();
+        if let Some(ttl) = self.ttl {
+            opts = opts.with_ttl(ttl);
+        }
+        let guard = self.conn.lock_with(&self.dir, &self.id, opts).await?;
+        // Watch the election so a lost entry ends leadership promptly.
+        let (_, mut changes) = self.conn.watch_recursive(&self.dir).await?;
+        let lost = CancellationToken::new();
+        let (conn, fence, token) = (self.conn.clone(), guard.fence(), lost.clone());
+        let entry = format!(
+            "{}/{}",
+            lock::locks_dir(fence.dir().trim_start_matches('/')),
+            fence.token()
+        );
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    item = changes.next() => if matches!(item, None | Some(Err(_))) {
+                        // The watch ended: fall back to periodic checks.
+                        tokio::time::sleep(CHECK_INTERVAL).await;
+                    },
+                    _ = tokio::time::sleep(CHECK_INTERVAL) => {}
+                }
+                if conn.get_opt(&entry).await.is_ok_and(|e| e.is_none()) {
+                    token.cancel();
+                    return;
+                }
+            }
+        });
+        Ok(Box::new(SequenceLeadership { guard, lost }))
+    }
+
+    async fn leader_id(&self) -> Result<String> {
+        leader_id(self.conn.as_ref(), &self.dir).await
+    }
+
+    async fn leader_changes(&self) -> Result<WatchStream<String>> {
+        let (_, changes) = self.conn.watch_recursive(&self.dir).await?;
+        let first = leader_id(self.conn.as_ref(), &self.dir).await?;
+        let (conn, dir) = (self.conn.clone(), self.dir.clone());
+        Ok(leader_stream(
+            &self.dir,
+            first,
+            changes.map(|c| c.map(|_| ())),
+            move || {
+                let (conn, dir) = (conn.clone(), dir.clone());
+                async move { leader_id(conn.as_ref(), &dir).await }
+            },
+        ))
     }
 }
 
@@ -114,7 +308,7 @@ where
 
 /// The id of the lowest-sequence entry under `dir/locks`, or `""`.
 async fn leader_id(conn: &dyn Conn, dir: &str) -> Result<String> {
-    let locks = format!("{dir}/locks");
+    let locks = lock::locks_dir(dir);
     let entries = match conn.list_dir(&locks, false).await {
         Ok(e) => e,
         Err(e) if e.is_no_node() => return Ok(String::new()),
@@ -132,84 +326,5 @@ async fn leader_id(conn: &dyn Conn, dir: &str) -> Result<String> {
         // Released between the listing and the read: no leader at this instant.
         Err(e) if e.is_no_node() => Ok(String::new()),
         Err(e) => Err(e),
-    }
-}
-
-#[async_trait]
-impl LeaderParticipation for SequenceElection {
-    async fn wait_for_leadership(&self) -> Result<CancellationToken> {
-        let mut held = self.held.lock().await;
-        if self.stop.is_cancelled() {
-            return Err(TopoError::Interrupted(self.dir.clone()));
-        }
-        if let Some((_, token)) = held.as_ref() {
-            return Ok(token.clone());
-        }
-        let guard = tokio::select! {
-            biased;
-            _ = self.stop.cancelled() => return Err(TopoError::Interrupted(self.dir.clone())),
-            guard = self.conn.lock_name(&self.dir, &self.id) => guard?,
-        };
-        let lost = self.stop.child_token();
-        // Watch the election so a lost entry ends leadership promptly.
-        let (_, mut changes) = self.conn.watch_recursive(&self.dir).await?;
-        let conn = self.conn.clone();
-        let fence = guard.fence();
-        let token = lost.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = token.cancelled() => return,
-                    item = changes.next() => if matches!(item, None | Some(Err(_))) {
-                        // The watch ended: fall back to periodic checks.
-                        tokio::time::sleep(CHECK_INTERVAL).await;
-                    },
-                    _ = tokio::time::sleep(CHECK_INTERVAL) => {}
-                }
-                let key_alive = conn
-                    .get(&format!(
-                        "{}/locks/{}",
-                        fence.dir().trim_start_matches('/'),
-                        fence.token()
-                    ))
-                    .await
-                    .is_ok();
-                if !key_alive {
-                    token.cancel();
-                    return;
-                }
-            }
-        });
-        *held = Some((guard, lost.clone()));
-        Ok(lost)
-    }
-
-    async fn stop(&self) {
-        self.stop.cancel();
-        if let Some((guard, token)) = self.held.lock().await.take() {
-            if let Err(e) = guard.unlock().await {
-                tracing::warn!(dir = %self.dir, "releasing leadership: {e}");
-            }
-            token.cancel();
-        }
-    }
-
-    async fn current_leader_id(&self) -> Result<String> {
-        leader_id(self.conn.as_ref(), &self.dir).await
-    }
-
-    async fn wait_for_new_leader(&self) -> Result<WatchStream<String>> {
-        let (_, changes) = self.conn.watch_recursive(&self.dir).await?;
-        let first = leader_id(self.conn.as_ref(), &self.dir).await?;
-        let (conn, dir) = (self.conn.clone(), self.dir.clone());
-        Ok(leader_stream(
-            &self.dir,
-            first,
-            changes.map(|c| c.map(|_| ())),
-            move || {
-                let (conn, dir) = (conn.clone(), dir.clone());
-                async move { leader_id(conn.as_ref(), &dir).await }
-            },
-        ))
     }
 }

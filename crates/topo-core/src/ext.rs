@@ -6,6 +6,7 @@ use async_trait::async_trait;
 
 use crate::conn::{Conn, LockGuard};
 use crate::error::{ErrorKind, Result, TopoError};
+use crate::lock::LockOptions;
 use crate::types::{Fence, Version};
 
 /// Helpers built on the [`Conn`] primitives. Implemented for every `Conn` (including
@@ -21,7 +22,34 @@ pub trait ConnExt: Conn {
         }
     }
 
-    /// [`Conn::lock`] that gives up after `timeout` with `Timeout` naming `dir`. The
+    /// Takes the lock on `dir`, waiting while others hold it ([`LockOptions::blocking`]).
+    async fn lock(&self, dir: &str, contents: &str) -> Result<LockGuard> {
+        self.lock_with(dir, contents, LockOptions::blocking()).await
+    }
+
+    /// As [`ConnExt::lock`] with `ttl` as the lease or session time-to-live of the entry
+    /// (etcd, local; ignored by backends whose locks are session-bound).
+    async fn lock_with_ttl(&self, dir: &str, contents: &str, ttl: Duration) -> Result<LockGuard> {
+        self.lock_with(dir, contents, LockOptions::blocking().with_ttl(ttl))
+            .await
+    }
+
+    /// A named lock: as [`ConnExt::lock`] but `dir` need not exist, and the entry's TTL is
+    /// Vitess's `NamedLockTTL` (24 h) where the backend has TTLs.
+    async fn lock_name(&self, dir: &str, contents: &str) -> Result<LockGuard> {
+        self.lock_with(dir, contents, LockOptions::named()).await
+    }
+
+    /// As [`ConnExt::lock`] but never waits behind a holder.
+    ///
+    /// # Errors
+    /// `NodeExists` (`lock already exists at path <dir>`) at once when the lock is held or
+    /// waited for; `NoNode` as `lock`.
+    async fn try_lock(&self, dir: &str, contents: &str) -> Result<LockGuard> {
+        self.lock_with(dir, contents, LockOptions::try_once()).await
+    }
+
+    /// [`ConnExt::lock`] that gives up after `timeout` with `Timeout` naming `dir`. The
     /// abandoned acquisition leaves no entry behind.
     async fn lock_timeout(
         &self,

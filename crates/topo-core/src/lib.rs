@@ -10,8 +10,10 @@
 //! - [`conn`]: the `Conn`, `LockDescriptor`, `LeaderParticipation` and `Factory` traits.
 //! - [`types`]: `Version`, `DirEntry`, `KvInfo`, `WatchData`, `RecursiveChange`, `Fence`.
 //! - [`watch`]: `WatchStream`, which enforces the watch contract for every backend.
-//! - [`ext`]: `ConnExt` helpers (`get_opt`, `lock_timeout`, `read_modify_write`).
+//! - [`ext`]: `ConnExt` helpers (`get_opt`, the lock short forms, `lock_timeout`,
+//!   `read_modify_write`).
 //! - [`backoff`]: `Backoff`, the shared retry pause policy.
+//! - [`lock`]: the lock layout, kinds and options every backend shares.
 //! - [`error`], [`path`], [`memory`], [`wrap`].
 //!
 //! ## Feature flags
@@ -26,6 +28,7 @@ pub mod election;
 pub mod error;
 pub mod ext;
 pub mod limit;
+pub mod lock;
 pub mod memory;
 pub mod path;
 pub mod types;
@@ -36,6 +39,7 @@ pub use conn::{Conn, Factory, LeaderParticipation, LockDescriptor, LockGuard};
 pub use error::{ErrorKind, Result, TopoError};
 pub use ext::ConnExt;
 pub use limit::ValueLimit;
+pub use lock::{LockKind, LockOptions};
 pub use types::{
     dir_entries, DirEntry, DirEntryType, Fence, KvInfo, RecursiveChange, TlsFiles, Version,
     WatchData,

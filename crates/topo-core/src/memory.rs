@@ -16,15 +16,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::conn::{Conn, Factory, LeaderParticipation, LockDescriptor, LockGuard};
-use crate::election::SequenceElection;
+use crate::election::SequenceCampaign;
 use crate::error::{Result, TopoError};
+use crate::lock::{self, LockKind, LockOptions};
 use crate::path;
 use crate::types::{dir_entries, DirEntry, Fence, KvInfo, RecursiveChange, Version, WatchData};
 use crate::watch::{WatchSender, WatchStream};
@@ -293,7 +293,7 @@ impl MemoryConn {
     /// Queues for the lock on `dir` and waits for it.
     async fn acquire(&self, dir: &str, contents: &str, kind: LockKind) -> Result<LockGuard> {
         let dir_key = self.key(dir)?;
-        let locks_prefix = format!("{}/locks/", dir_key.trim_end_matches('/'));
+        let locks_prefix = format!("{}/", lock::locks_dir(&dir_key));
         let (key, token) = {
             let mut st = self.store.lock_state();
             if kind != LockKind::Named {
@@ -303,9 +303,7 @@ impl MemoryConn {
                 }
             }
             if kind == LockKind::Try && st.first_lock(&locks_prefix).is_some() {
-                return Err(TopoError::NodeExists(format!(
-                    "lock already exists at path {dir}"
-                )));
+                return Err(lock::lock_exists(dir));
             }
             let seq = st.next_version + 1;
             let key = format!("{locks_prefix}{seq}");
@@ -365,13 +363,6 @@ impl MemoryConn {
 enum WriteMode<'a> {
     Create,
     Update(Option<&'a Version>),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum LockKind {
-    Blocking,
-    Named,
-    Try,
 }
 
 /// Removes a queued lock entry when its acquisition is abandoned.
@@ -541,21 +532,9 @@ impl Conn for MemoryConn {
         self.remove(Some(fence), path, version)
     }
 
-    async fn lock(&self, dir: &str, contents: &str) -> Result<LockGuard> {
-        self.acquire(dir, contents, LockKind::Blocking).await
-    }
-
-    async fn lock_with_ttl(&self, dir: &str, contents: &str, _ttl: Duration) -> Result<LockGuard> {
-        // Entries live as long as the process: there is no lease to expire.
-        self.acquire(dir, contents, LockKind::Blocking).await
-    }
-
-    async fn lock_name(&self, dir: &str, contents: &str) -> Result<LockGuard> {
-        self.acquire(dir, contents, LockKind::Named).await
-    }
-
-    async fn try_lock(&self, dir: &str, contents: &str) -> Result<LockGuard> {
-        self.acquire(dir, contents, LockKind::Try).await
+    async fn lock_with(&self, dir: &str, contents: &str, opts: LockOptions) -> Result<LockGuard> {
+        // Entries live as long as the process: there is no lease, so no TTL.
+        self.acquire(dir, contents, opts.kind).await
     }
 
     async fn watch(&self, path: &str) -> Result<(WatchData, WatchStream<WatchData>)> {
@@ -611,10 +590,11 @@ impl Conn for MemoryConn {
         id: &str,
     ) -> Result<Box<dyn LeaderParticipation>> {
         self.key(&format!("elections/{name}"))?;
-        Ok(Box::new(SequenceElection::new(
+        Ok(Box::new(SequenceCampaign::participant(
             Arc::new(self.clone()),
             name,
             id,
+            None,
         )?))
     }
 
@@ -687,6 +667,7 @@ impl Factory for MemoryFactory {
 mod tests {
     use super::*;
     use crate::conformance::ConnFactory;
+    use std::time::Duration;
 
     /// Every connection opened by the suite shares one store, like clients of one server.
     pub(crate) struct Suite(MemoryStore);

@@ -17,6 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::conn::{Conn, LeaderParticipation, LockGuard};
 use crate::error::{Result, TopoError};
+use crate::lock::{LockKind, LockOptions};
 use crate::types::{DirEntry, Fence, KvInfo, RecursiveChange, Version, WatchData};
 use crate::watch::WatchStream;
 
@@ -229,22 +230,12 @@ impl<H: ConnHook> Conn for HookedConn<H> {
             self.inner.delete_fenced(fence, path, version)
         )
     }
-    async fn lock(&self, dir: &str, contents: &str) -> Result<LockGuard> {
-        hooked!(self, Op::Lock, dir, self.inner.lock(dir, contents))
-    }
-    async fn lock_with_ttl(&self, dir: &str, contents: &str, ttl: Duration) -> Result<LockGuard> {
-        hooked!(
-            self,
-            Op::Lock,
-            dir,
-            self.inner.lock_with_ttl(dir, contents, ttl)
-        )
-    }
-    async fn lock_name(&self, dir: &str, contents: &str) -> Result<LockGuard> {
-        hooked!(self, Op::Lock, dir, self.inner.lock_name(dir, contents))
-    }
-    async fn try_lock(&self, dir: &str, contents: &str) -> Result<LockGuard> {
-        hooked!(self, Op::TryLock, dir, self.inner.try_lock(dir, contents))
+    async fn lock_with(&self, dir: &str, contents: &str, opts: LockOptions) -> Result<LockGuard> {
+        let op = match opts.kind {
+            LockKind::Try => Op::TryLock,
+            LockKind::Blocking | LockKind::Named => Op::Lock,
+        };
+        hooked!(self, op, dir, self.inner.lock_with(dir, contents, opts))
     }
     async fn watch(&self, path: &str) -> Result<(WatchData, WatchStream<WatchData>)> {
         hooked!(self, Op::Watch, path, self.inner.watch(path))
@@ -538,6 +529,7 @@ pub type FaultConn = HookedConn<Arc<Faults>>;
 mod tests {
     use super::*;
     use crate::memory::MemoryStore;
+    use crate::ConnExt;
 
     #[tokio::test]
     async fn read_only_refuses_writes_and_counts() {

@@ -1,36 +1,55 @@
-//! Elections as Vitess's etcd2topo runs them: each participant holds a lock key under
-//! `elections/<name>/locks/` whose value is its id; the key with the lowest revision leads.
+//! Elections as Vitess's etcd2topo runs them, as etcd's [`Campaign`] under the shared
+//! election state machine: each participant holds a lock key under
+//! `elections/<name>/locks/` whose value is its id; the key with the lowest create
+//! revision leads.
 
 use async_trait::async_trait;
 use etcd_client::{GetOptions, SortOrder, SortTarget};
 use futures::StreamExt;
-use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-use topo_core::election::leader_stream;
-use topo_core::{Conn, LeaderParticipation, LockDescriptor, Result, TopoError, WatchStream};
+use topo_core::election::{leader_stream, Campaign, Election, Leadership};
+use topo_core::lock::LockKind;
+use topo_core::{Conn, LockDescriptor, Result, WatchStream};
 
-use crate::lock::{acquire_lock, EtcdLock, Kind};
+use crate::lock::{acquire_lock, EtcdLock};
 use crate::EtcdConn;
 
-/// An election participant.
+/// A participant with `id` in election `name` (already checked).
+pub(crate) fn participant(conn: EtcdConn, name: &str, id: &str) -> Election<EtcdCampaign> {
+    let dir = format!("elections/{name}");
+    let campaign = EtcdCampaign {
+        conn,
+        dir: dir.clone(),
+        id: id.to_string(),
+    };
+    Election::new(campaign, dir)
+}
+
+/// etcd's side of an election.
 #[derive(Debug)]
-pub(crate) struct EtcdElection {
+pub(crate) struct EtcdCampaign {
     conn: EtcdConn,
     dir: String,
     id: String,
-    stop: CancellationToken,
-    held: Mutex<Option<(EtcdLock, CancellationToken)>>,
 }
 
-impl EtcdElection {
-    pub(crate) fn new(conn: EtcdConn, name: &str, id: &str) -> Self {
-        EtcdElection {
-            conn,
-            dir: format!("elections/{name}"),
-            id: id.to_string(),
-            stop: CancellationToken::new(),
-            held: Mutex::new(None),
-        }
+/// A leading lock key, and the token its watching task cancels once it is lost.
+#[derive(Debug)]
+struct EtcdLeadership {
+    lock: EtcdLock,
+    lost: CancellationToken,
+}
+
+#[async_trait]
+impl Leadership for EtcdLeadership {
+    fn lost(&self) -> CancellationToken {
+        self.lost.clone()
+    }
+
+    async fn resign(self: Box<Self>) -> Result<()> {
+        // Ends the watching task before the key goes.
+        self.lost.cancel();
+        Box::new(self.lock).unlock().await
     }
 }
 
@@ -55,28 +74,20 @@ async fn leader_id(conn: &EtcdConn, dir: &str) -> Result<String> {
 }
 
 #[async_trait]
-impl LeaderParticipation for EtcdElection {
-    async fn wait_for_leadership(&self) -> Result<CancellationToken> {
-        let mut held = self.held.lock().await;
-        if self.stop.is_cancelled() {
-            return Err(TopoError::Interrupted(self.dir.clone()));
-        }
-        if let Some((_, token)) = held.as_ref() {
-            return Ok(token.clone());
-        }
-        let lock = tokio::select! {
-            biased;
-            _ = self.stop.cancelled() => return Err(TopoError::Interrupted(self.dir.clone())),
-            lock = acquire_lock(&self.conn, &self.dir, &self.id, self.conn.options.lease_ttl, Kind::Named) => lock?,
-        };
-        let lost = self.stop.child_token();
+impl Campaign for EtcdCampaign {
+    async fn campaign(&self) -> Result<Box<dyn Leadership>> {
+        // The key carries the lease TTL (not a named lock's day): a dead leader is
+        // replaced within the TTL.
+        let ttl = self.conn.options.lease_ttl;
+        let lock = acquire_lock(&self.conn, &self.dir, &self.id, ttl, LockKind::Named).await?;
         // Leadership ends when our key goes (someone deleting it, the lease expiring on the
         // server) or when our keep-alive gives the lease up.
-        let (key, token, lease_lost) = (lock.key().to_string(), lost.clone(), lock.lost_token());
-        let rel = topo_core::path::strip_root(&self.conn.root, &key).unwrap_or_default();
+        let rel = topo_core::path::strip_root(&self.conn.root, lock.key()).unwrap_or_default();
         // Without the watch, leadership could not be followed: fail, and drop the lock (its
         // key is revoked in the background) so that another participant can lead.
         let (_, mut changes) = self.conn.watch(&rel).await?;
+        let lost = CancellationToken::new();
+        let (token, lease_lost) = (lost.clone(), lock.lost_token());
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -89,25 +100,14 @@ impl LeaderParticipation for EtcdElection {
             }
             token.cancel();
         });
-        *held = Some((lock, lost.clone()));
-        Ok(lost)
+        Ok(Box::new(EtcdLeadership { lock, lost }))
     }
 
-    async fn stop(&self) {
-        self.stop.cancel();
-        if let Some((lock, token)) = self.held.lock().await.take() {
-            if let Err(e) = Box::new(lock).unlock().await {
-                tracing::warn!(dir = %self.dir, "releasing leadership: {e}");
-            }
-            token.cancel();
-        }
-    }
-
-    async fn current_leader_id(&self) -> Result<String> {
+    async fn leader_id(&self) -> Result<String> {
         leader_id(&self.conn, &self.dir).await
     }
 
-    async fn wait_for_new_leader(&self) -> Result<WatchStream<String>> {
+    async fn leader_changes(&self) -> Result<WatchStream<String>> {
         let (_, changes) = self.conn.watch_recursive(&self.dir).await?;
         let first = leader_id(&self.conn, &self.dir).await?;
         let (conn, dir) = (self.conn.clone(), self.dir.clone());

@@ -64,8 +64,8 @@ use async_trait::async_trait;
 use etcd_client::Client;
 use tokio_util::sync::CancellationToken;
 use topo_core::{
-    path, Conn, DirEntry, Factory, Fence, KvInfo, LeaderParticipation, LockGuard, RecursiveChange,
-    Result, TopoError, ValueLimit, Version, WatchData, WatchStream,
+    path, Conn, DirEntry, Factory, Fence, KvInfo, LeaderParticipation, LockGuard, LockOptions,
+    RecursiveChange, Result, ValueLimit, Version, WatchData, WatchStream,
 };
 
 pub(crate) const BACKEND: &str = "etcd2";
@@ -229,27 +229,8 @@ impl Conn for EtcdConn {
         self.remove(Some(fence), path, version).await
     }
 
-    async fn lock(&self, dir: &str, contents: &str) -> Result<LockGuard> {
-        lock::acquire(
-            self,
-            dir,
-            contents,
-            self.options.lease_ttl,
-            lock::Kind::Blocking,
-        )
-        .await
-    }
-
-    async fn lock_with_ttl(&self, dir: &str, contents: &str, ttl: Duration) -> Result<LockGuard> {
-        lock::acquire(self, dir, contents, ttl, lock::Kind::Blocking).await
-    }
-
-    async fn lock_name(&self, dir: &str, contents: &str) -> Result<LockGuard> {
-        lock::acquire(self, dir, contents, lock::NAMED_LOCK_TTL, lock::Kind::Named).await
-    }
-
-    async fn try_lock(&self, dir: &str, contents: &str) -> Result<LockGuard> {
-        lock::acquire(self, dir, contents, self.options.lease_ttl, lock::Kind::Try).await
+    async fn lock_with(&self, dir: &str, contents: &str, opts: LockOptions) -> Result<LockGuard> {
+        lock::acquire(self, dir, contents, opts).await
     }
 
     async fn watch(&self, path: &str) -> Result<(WatchData, WatchStream<WatchData>)> {
@@ -271,16 +252,8 @@ impl Conn for EtcdConn {
         name: &str,
         id: &str,
     ) -> Result<Box<dyn LeaderParticipation>> {
-        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return Err(TopoError::invalid(format!(
-                "invalid election name {name:?}"
-            )));
-        }
-        Ok(Box::new(election::EtcdElection::new(
-            self.clone(),
-            name,
-            id,
-        )))
+        topo_core::lock::check_election_name(name)?;
+        Ok(Box::new(election::participant(self.clone(), name, id)))
     }
 
     async fn close(&self) {

@@ -26,25 +26,12 @@ use etcd_client::{
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use topo_core::lock::{self, LockKind, LockOptions};
 use topo_core::{path, Fence, LockDescriptor, Result, TopoError};
 
 use crate::client::{backoff, WriteError};
 use crate::error::never_sent;
 use crate::EtcdConn;
-
-/// Vitess's `NamedLockTTL`.
-pub(crate) const NAMED_LOCK_TTL: Duration = Duration::from_secs(24 * 3600);
-
-/// How a lock call behaves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
-    /// Waits; the directory must have entries.
-    Blocking,
-    /// Waits; the directory need not exist.
-    Named,
-    /// Never waits behind others.
-    Try,
-}
 
 /// First pause before retrying a failed renewal or revoke; it doubles each time.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -80,16 +67,16 @@ fn first_of(resp: Option<TxnOpResponse>) -> Option<(String, i64)> {
     }
 }
 
-/// Queues for the lock on `dir` and waits for it.
+/// Queues for the lock on `dir` as `opts` says and waits for it.
 pub(crate) async fn acquire(
     conn: &EtcdConn,
     dir: &str,
     contents: &str,
-    ttl: Duration,
-    kind: Kind,
+    opts: LockOptions,
 ) -> Result<topo_core::LockGuard> {
+    let ttl = opts.ttl_or(conn.options.lease_ttl);
     Ok(Box::new(
-        acquire_lock(conn, dir, contents, ttl, kind).await?,
+        acquire_lock(conn, dir, contents, ttl, opts.kind).await?,
     ))
 }
 
@@ -99,7 +86,7 @@ pub(crate) async fn acquire_lock(
     dir: &str,
     contents: &str,
     ttl: Duration,
-    kind: Kind,
+    kind: LockKind,
 ) -> Result<EtcdLock> {
     let dir_key = conn.key(dir)?;
     let rel_dir = path::normalize(dir)?;
@@ -125,11 +112,6 @@ pub(crate) async fn acquire_lock(
     }
 }
 
-/// Vitess's message for a lock someone holds.
-fn held_error(rel_dir: &str) -> TopoError {
-    TopoError::NodeExists(format!("lock already exists at path {rel_dir}"))
-}
-
 /// A TTL in seconds as etcd reports it (never below one second).
 fn secs(ttl: i64) -> Duration {
     Duration::from_secs(u64::try_from(ttl).unwrap_or(0).max(1))
@@ -144,7 +126,7 @@ impl EtcdLock {
         granted_at: Instant,
         ttl: Duration,
     ) -> Self {
-        let key = format!("{}/locks/{lease}", dir_key.trim_end_matches('/'));
+        let key = format!("{}/{lease}", lock::locks_dir(dir_key));
         let lost = CancellationToken::new();
         let release = CancellationToken::new();
         let (done, revoked) = oneshot::channel();
@@ -171,18 +153,18 @@ impl EtcdLock {
 
     /// Writes the lock key (one transaction that also reads the queue head and, for
     /// `lock`, the directory) and waits for the keys queued before it to go.
-    async fn enqueue_and_wait(&mut self, dir: &str, contents: &str, kind: Kind) -> Result<()> {
+    async fn enqueue_and_wait(&mut self, dir: &str, contents: &str, kind: LockKind) -> Result<()> {
         let conn = &self.conn;
         let dir_key = conn.key(dir)?;
         let dir_prefix = path::dir_prefix(&conn.root, dir)?;
-        let locks_prefix = format!("{}/locks/", dir_key.trim_end_matches('/'));
+        let locks_prefix = format!("{}/", lock::locks_dir(&dir_key));
         let key = self.key.clone();
         let queue_head = GetOptions::new()
             .with_prefix()
             .with_sort(SortTarget::Create, SortOrder::Ascend)
             .with_limit(1);
         let mut when = vec![Compare::version(key.as_str(), CompareOp::Equal, 0)];
-        if kind == Kind::Try {
+        if kind == LockKind::Try {
             // Every key under the prefix must have version 0: none exists.
             when.push(Compare::version(locks_prefix.as_str(), CompareOp::Equal, 0).with_prefix());
         }
@@ -224,13 +206,13 @@ impl EtcdLock {
             })?;
         if !resp.succeeded() {
             // Our lease is new, so its key cannot exist: the lock is held.
-            return Err(held_error(&self.dir));
+            return Err(lock::lock_exists(&self.dir));
         }
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         self.token = revision as u64;
         let mut ops = resp.op_responses().into_iter().skip(1);
         let head = first_of(ops.next());
-        if kind != Kind::Named {
+        if kind != LockKind::Named {
             let others = match ops.next() {
                 Some(TxnOpResponse::Get(g)) => g.kvs().iter().any(|kv| kv.key() != key.as_bytes()),
                 _ => false,
@@ -242,9 +224,9 @@ impl EtcdLock {
         if head.as_ref().is_some_and(|(k, _)| *k == key) {
             return Ok(());
         }
-        if kind == Kind::Try {
+        if kind == LockKind::Try {
             // The compare left ours the only key, so this is not reached; a try never waits.
-            return Err(held_error(&self.dir));
+            return Err(lock::lock_exists(&self.dir));
         }
         self.wait(&locks_prefix, revision).await
     }

@@ -3,6 +3,7 @@
 //! lease loss, failed unlocks and watches whose error is permanent.
 
 use std::time::{Duration, Instant};
+use topo_core::ConnExt;
 
 use topo_core::{Conn, ErrorKind, LockDescriptor};
 use topo_etcd::{EtcdConn, EtcdOptions};

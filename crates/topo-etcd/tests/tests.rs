@@ -7,6 +7,7 @@ mod tls;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use topo_core::ConnExt;
 
 use async_trait::async_trait;
 use topo_core::conformance::ConnFactory;

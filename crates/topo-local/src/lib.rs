@@ -37,10 +37,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::OptionalExtension;
-use topo_core::election::SequenceElection;
+use topo_core::election::SequenceCampaign;
 use topo_core::{
-    path, Conn, DirEntry, Factory, Fence, KvInfo, LeaderParticipation, LockGuard, RecursiveChange,
-    Result, TopoError, ValueLimit, Version, WatchData, WatchStream,
+    path, Conn, DirEntry, Factory, Fence, KvInfo, LeaderParticipation, LockGuard, LockOptions,
+    RecursiveChange, Result, TopoError, ValueLimit, Version, WatchData, WatchStream,
 };
 
 use crate::error::convert;
@@ -130,9 +130,6 @@ pub struct LocalConn {
     store: Arc<Store>,
     root: String,
     options: LocalOptions,
-    /// The lease TTL of `lock_name` entries: Vitess's 24 h, except on the connection an
-    /// election uses, where it is the lock TTL (a dead leader must not block for a day).
-    named_lock_ttl: Duration,
     life: Arc<Life>,
 }
 
@@ -170,7 +167,6 @@ impl LocalConn {
             store,
             root: path::clean(&format!("/{root}")),
             options,
-            named_lock_ttl: lock::NAMED_LOCK_TTL,
             life: Arc::default(),
         }
     }
@@ -366,27 +362,8 @@ impl Conn for LocalConn {
         self.delete_file(Some(fence), path, version).await
     }
 
-    async fn lock(&self, dir: &str, contents: &str) -> Result<LockGuard> {
-        lock::acquire(
-            self,
-            dir,
-            contents,
-            self.options.lock_ttl,
-            lock::Kind::Blocking,
-        )
-        .await
-    }
-
-    async fn lock_with_ttl(&self, dir: &str, contents: &str, ttl: Duration) -> Result<LockGuard> {
-        lock::acquire(self, dir, contents, ttl, lock::Kind::Blocking).await
-    }
-
-    async fn lock_name(&self, dir: &str, contents: &str) -> Result<LockGuard> {
-        lock::acquire(self, dir, contents, self.named_lock_ttl, lock::Kind::Named).await
-    }
-
-    async fn try_lock(&self, dir: &str, contents: &str) -> Result<LockGuard> {
-        lock::acquire(self, dir, contents, self.options.lock_ttl, lock::Kind::Try).await
+    async fn lock_with(&self, dir: &str, contents: &str, opts: LockOptions) -> Result<LockGuard> {
+        lock::acquire(self, dir, contents, opts).await
     }
 
     async fn watch(&self, path: &str) -> Result<(WatchData, WatchStream<WatchData>)> {
@@ -435,13 +412,14 @@ impl Conn for LocalConn {
         id: &str,
     ) -> Result<Box<dyn LeaderParticipation>> {
         self.key(&format!("elections/{name}"))?;
-        // The election's entries carry the lock TTL and are renewed while this process
-        // lives, so a killed leader is replaced within the TTL.
-        let conn = LocalConn {
-            named_lock_ttl: self.options.lock_ttl,
-            ..self.clone()
-        };
-        Ok(Box::new(SequenceElection::new(Arc::new(conn), name, id)?))
+        // The election's entries carry the lock TTL (not a named lock's day) and are
+        // renewed while this process lives, so a killed leader is replaced within the TTL.
+        Ok(Box::new(SequenceCampaign::participant(
+            Arc::new(self.clone()),
+            name,
+            id,
+            Some(self.options.lock_ttl),
+        )?))
     }
 
     async fn close(&self) {

@@ -21,25 +21,12 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use topo_core::lock::{self, LockKind, LockOptions};
 use topo_core::{path, Fence, LockDescriptor, LockGuard, Result, TopoError, WatchStream};
 
 use crate::error::convert;
 use crate::store::{lock_alive, now_ms, prefix_end, Store};
 use crate::LocalConn;
-
-/// Vitess's `NamedLockTTL`.
-pub(crate) const NAMED_LOCK_TTL: Duration = Duration::from_secs(24 * 3600);
-
-/// How a lock call behaves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
-    /// Waits; the directory must have entries.
-    Blocking,
-    /// Waits; the directory need not exist.
-    Named,
-    /// Never waits behind others.
-    Try,
-}
 
 fn ttl_ms(ttl: Duration) -> i64 {
     i64::try_from(ttl.as_millis())
@@ -137,9 +124,9 @@ pub(crate) async fn acquire(
     conn: &LocalConn,
     dir: &str,
     contents: &str,
-    ttl: Duration,
-    kind: Kind,
+    opts: LockOptions,
 ) -> Result<LockGuard> {
+    let (kind, ttl) = (opts.kind, opts.ttl_or(conn.options.lock_ttl));
     let dir_key = conn.key(dir)?;
     let rel_dir = path::normalize(dir)?;
     let dir_prefix = path::dir_prefix(&conn.root, dir)?;
@@ -157,13 +144,13 @@ pub(crate) async fn acquire(
         conn.store
             .write(&dir_key.clone(), move |w| {
                 let sql = |e| convert(e, &dir_key);
-                if kind != Kind::Named && !any_live(w.tx(), &dir_prefix).map_err(sql)? {
+                if kind != LockKind::Named && !any_live(w.tx(), &dir_prefix).map_err(sql)? {
                     return Err(TopoError::NoNode(dir_key));
                 }
-                if kind == Kind::Try && first_live(w.tx(), &locks_prefix).map_err(sql)?.is_some() {
-                    return Err(TopoError::NodeExists(format!(
-                        "lock already exists at path {rel_dir}"
-                    )));
+                if kind == LockKind::Try
+                    && first_live(w.tx(), &locks_prefix).map_err(sql)?.is_some()
+                {
+                    return Err(lock::lock_exists(&rel_dir));
                 }
                 w.tx()
                     .execute(

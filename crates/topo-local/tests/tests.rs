@@ -1,6 +1,7 @@
 //! The conformance and typed-layer suites on a real database file.
 
 use std::sync::Arc;
+use topo_core::ConnExt;
 
 use async_trait::async_trait;
 use topo_core::conformance::ConnFactory;

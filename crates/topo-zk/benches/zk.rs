@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::time::{Duration, Instant};
+use topo_core::ConnExt;
 
 use topo_core::Conn;
 use topo_zk::{ZkConn, ZkOptions};

@@ -1,7 +1,8 @@
-//! Elections (Vitess's `election.go`): proposals are ephemeral sequential znodes
+//! Elections (Vitess's `election.go`): ZooKeeper's [`Campaign`] under the shared election
+//! state machine. Proposals are ephemeral sequential znodes
 //! `elections/<name>/<seq>` holding the participant's id; the lowest leads, and the leader
 //! watches its own proposal. Leadership ends when the proposal goes, the session ends, or
-//! the connection stays down past the suspension limit (see the `lock` module).
+//! the connection stays down past the suspension limit (see the `queue` module).
 //! `wait_for_new_leader`, which Vitess's zk backend lacks, follows the proposals with child
 //! watches, each armed before the leader is read.
 
@@ -9,38 +10,52 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
-use topo_core::election::leader_stream;
-use topo_core::{LeaderParticipation, Result, TopoError, WatchStream};
+use topo_core::election::{leader_stream, Campaign, Election, Leadership};
+use topo_core::{Result, TopoError, WatchStream};
 use zookeeper_client::{EventType, OneshotWatcher, WatchedEvent};
 
-use crate::lock::QueueEntry;
+use crate::queue::QueueEntry;
 use crate::ZkConn;
 
 /// The pause before looking again after a failed call (the session may be reconnecting).
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
-/// An election participant: a proposal `elections/<name>/<seq>` holding its id.
+/// A participant with `id` whose proposals go under `dir` (absolute).
+pub(crate) fn participant(conn: ZkConn, dir: String, id: &str) -> Election<ZkCampaign> {
+    let campaign = ZkCampaign {
+        conn,
+        dir: dir.clone(),
+        id: id.to_string(),
+    };
+    Election::new(campaign, dir)
+}
+
+/// ZooKeeper's side of an election: a proposal `elections/<name>/<seq>` holding the id.
 #[derive(Debug)]
-pub(crate) struct ZkElection {
+pub(crate) struct ZkCampaign {
     conn: ZkConn,
     dir: String,
     id: String,
-    stop: CancellationToken,
-    held: Mutex<Option<(QueueEntry, CancellationToken)>>,
 }
 
-impl ZkElection {
-    /// A participant with `id` whose proposals go under `dir` (absolute).
-    pub(crate) fn new(conn: ZkConn, dir: String, id: &str) -> Self {
-        ZkElection {
-            conn,
-            dir,
-            id: id.to_string(),
-            stop: CancellationToken::new(),
-            held: Mutex::new(None),
-        }
+/// A leading proposal, and the token its watching task cancels once it is lost.
+#[derive(Debug)]
+struct ZkLeadership {
+    entry: QueueEntry,
+    lost: CancellationToken,
+}
+
+#[async_trait]
+impl Leadership for ZkLeadership {
+    fn lost(&self) -> CancellationToken {
+        self.lost.clone()
+    }
+
+    async fn resign(mut self: Box<Self>) -> Result<()> {
+        // Ends the watching task before the proposal goes.
+        self.lost.cancel();
+        self.entry.remove().await.map(drop)
     }
 }
 
@@ -99,7 +114,7 @@ async fn watch_leader(conn: &ZkConn, dir: &str) -> Result<(String, OneshotWatche
     }
 }
 
-/// Cancels `leading` once the leader's `node` (created at zxid `token`) is gone (deleted,
+/// Cancels `leading` (the leadership's loss token) once the leader's `node` (created at zxid `token`) is gone (deleted,
 /// or replaced) or the entry is `lost` (its session ended, or its connection stayed down
 /// past the suspension limit). Shorter connection trouble does not end leadership.
 async fn watch_leadership(
@@ -138,49 +153,28 @@ async fn watch_leadership(
 }
 
 #[async_trait]
-impl LeaderParticipation for ZkElection {
-    async fn wait_for_leadership(&self) -> Result<CancellationToken> {
-        let mut held = self.held.lock().await;
-        if self.stop.is_cancelled() {
-            return Err(TopoError::Interrupted(self.dir.clone()));
-        }
-        if let Some((_, token)) = held.as_ref() {
-            return Ok(token.clone());
-        }
-        // Proposal directories stay after their proposals go.
+impl Campaign for ZkCampaign {
+    async fn campaign(&self) -> Result<Box<dyn Leadership>> {
+        // Proposal directories stay after their proposals go. Dropping this future drops
+        // the entry, which deletes its node.
         let entry = QueueEntry::enqueue(&self.conn, &self.dir, self.id.as_bytes(), true).await?;
-        tokio::select! {
-            biased;
-            _ = self.stop.cancelled() => return Err(TopoError::Interrupted(self.dir.clone())),
-            r = entry.wait_first(&self.dir) => r?,
-        }
-        let leading = self.stop.child_token();
+        entry.wait_first(&self.dir).await?;
+        let lost = CancellationToken::new();
         tokio::spawn(watch_leadership(
             self.conn.clone(),
             entry.node.clone(),
             entry.token,
             entry.lost.clone(),
-            leading.clone(),
+            lost.clone(),
         ));
-        *held = Some((entry, leading.clone()));
-        Ok(leading)
+        Ok(Box::new(ZkLeadership { entry, lost }))
     }
 
-    async fn stop(&self) {
-        self.stop.cancel();
-        if let Some((mut entry, token)) = self.held.lock().await.take() {
-            if let Err(e) = entry.remove().await {
-                tracing::warn!(dir = %self.dir, "releasing leadership: {e}");
-            }
-            token.cancel();
-        }
-    }
-
-    async fn current_leader_id(&self) -> Result<String> {
+    async fn leader_id(&self) -> Result<String> {
         leader_id(&self.conn, &self.dir).await
     }
 
-    async fn wait_for_new_leader(&self) -> Result<WatchStream<String>> {
+    async fn leader_changes(&self) -> Result<WatchStream<String>> {
         let (conn, dir) = (self.conn.clone(), self.dir.clone());
         // Every read of the leader comes after arming the watch the next change waits on,
         // so nothing between a read and the next wait goes unseen.

@@ -66,7 +66,8 @@
 //!
 //! ## Layout
 //! Along Vitess's zk2topo files: `lib` (options, factory, the `Conn` implementation),
-//! `client` (session and bounded calls), `file`, `directory`, `lock`, `election`, `watch`,
+//! `client` (session and bounded calls), `file`, `directory`, `queue` (the entries under
+//! locks and elections), `lock`, `election`, `watch`,
 //! `error` (the one conversion of ZooKeeper errors).
 
 mod client;
@@ -75,6 +76,7 @@ mod election;
 mod error;
 mod file;
 mod lock;
+mod queue;
 mod tls;
 mod watch;
 
@@ -88,8 +90,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use topo_core::{
-    path, Conn, DirEntry, Factory, Fence, KvInfo, LeaderParticipation, LockGuard, RecursiveChange,
-    Result, TopoError, ValueLimit, Version, WatchData, WatchStream,
+    path, Conn, DirEntry, Factory, Fence, KvInfo, LeaderParticipation, LockGuard, LockOptions,
+    RecursiveChange, Result, TopoError, ValueLimit, Version, WatchData, WatchStream,
 };
 use zookeeper_client::{Acl, Acls, AuthId, CreateMode, CreateOptions, Permission};
 
@@ -406,21 +408,8 @@ impl Conn for ZkConn {
             .await
     }
 
-    async fn lock(&self, dir: &str, contents: &str) -> Result<LockGuard> {
-        lock::lock(self, dir, contents, lock::Kind::Blocking).await
-    }
-
-    async fn lock_with_ttl(&self, dir: &str, contents: &str, _ttl: Duration) -> Result<LockGuard> {
-        // ZooKeeper locks live as long as the session: there is no TTL to set.
-        lock::lock(self, dir, contents, lock::Kind::Blocking).await
-    }
-
-    async fn lock_name(&self, dir: &str, contents: &str) -> Result<LockGuard> {
-        lock::lock(self, dir, contents, lock::Kind::Named).await
-    }
-
-    async fn try_lock(&self, dir: &str, contents: &str) -> Result<LockGuard> {
-        lock::lock(self, dir, contents, lock::Kind::Try).await
+    async fn lock_with(&self, dir: &str, contents: &str, opts: LockOptions) -> Result<LockGuard> {
+        lock::lock(self, dir, contents, opts).await
     }
 
     async fn watch(&self, path: &str) -> Result<(WatchData, WatchStream<WatchData>)> {
@@ -443,13 +432,9 @@ impl Conn for ZkConn {
         name: &str,
         id: &str,
     ) -> Result<Box<dyn LeaderParticipation>> {
-        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return Err(TopoError::invalid(format!(
-                "invalid election name {name:?}"
-            )));
-        }
+        topo_core::lock::check_election_name(name)?;
         let dir = self.key(&format!("elections/{name}"))?;
-        Ok(Box::new(election::ZkElection::new(self.clone(), dir, id)))
+        Ok(Box::new(election::participant(self.clone(), dir, id)))
     }
 
     async fn close(&self) {

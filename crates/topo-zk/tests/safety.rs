@@ -254,7 +254,8 @@ async fn wait_for_new_leader_sees_a_change_right_after_it_returns() {
         waited.is_ok(),
         "the new leader b was never reported: {seen:?}"
     );
-    assert_eq!(seen, ["a", "b"]);
+    // Leader ids coalesce: a reader polled after both changes sees only the latest.
+    assert!(seen == ["a", "b"] || seen == ["b"], "{seen:?}");
     b_leads.await.unwrap().stop().await;
 }
 

@@ -9,12 +9,11 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use topo_core::{
     Conn, DirEntry, ErrorKind, Fence, KvInfo, LeaderParticipation, LockDescriptor, LockGuard,
-    RecursiveChange, Result, Version, WatchData, WatchStream,
+    LockOptions, RecursiveChange, Result, Version, WatchData, WatchStream,
 };
 
 /// Writes to a primary and a secondary connection; reads from the primary.
@@ -60,18 +59,14 @@ impl TeeConn {
         }
     }
 
-    async fn lock_both<'a, F, Fut>(&'a self, take: F) -> Result<LockGuard>
-    where
-        F: Fn(&'a Arc<dyn Conn>) -> Fut,
-        Fut: std::future::Future<Output = Result<LockGuard>>,
-    {
+    async fn lock_both(&self, dir: &str, contents: &str, opts: LockOptions) -> Result<LockGuard> {
         let (first, second) = if self.reverse_lock_order {
             (&self.secondary, &self.primary)
         } else {
             (&self.primary, &self.secondary)
         };
-        let g1 = take(first).await?;
-        let g2 = match take(second).await {
+        let g1 = first.lock_with(dir, contents, opts).await?;
+        let g2 = match second.lock_with(dir, contents, opts).await {
             Ok(g) => g,
             Err(e) => {
                 if let Err(u) = g1.unlock().await {
@@ -188,18 +183,8 @@ impl Conn for TeeConn {
         self.mirror_delete(path).await;
         Ok(())
     }
-    async fn lock(&self, dir: &str, contents: &str) -> Result<LockGuard> {
-        self.lock_both(|c| c.lock(dir, contents)).await
-    }
-    async fn lock_with_ttl(&self, dir: &str, contents: &str, ttl: Duration) -> Result<LockGuard> {
-        self.lock_both(|c| c.lock_with_ttl(dir, contents, ttl))
-            .await
-    }
-    async fn lock_name(&self, dir: &str, contents: &str) -> Result<LockGuard> {
-        self.lock_both(|c| c.lock_name(dir, contents)).await
-    }
-    async fn try_lock(&self, dir: &str, contents: &str) -> Result<LockGuard> {
-        self.lock_both(|c| c.try_lock(dir, contents)).await
+    async fn lock_with(&self, dir: &str, contents: &str, opts: LockOptions) -> Result<LockGuard> {
+        self.lock_both(dir, contents, opts).await
     }
     async fn watch(&self, path: &str) -> Result<(WatchData, WatchStream<WatchData>)> {
         self.primary.watch(path).await
@@ -234,6 +219,7 @@ impl Conn for TeeConn {
 mod tests {
     use super::*;
     use topo_core::memory::MemoryStore;
+    use topo_core::ConnExt;
 
     #[tokio::test]
     async fn writes_reach_both_and_locks_exclude_on_both() {
