@@ -428,6 +428,11 @@ fn live_migration_with_the_tee() {
         }
     }
     assert!(holder.is_none() && held >= 16, "{held} holds:\n{history}");
+    eprintln!(
+        "live migration: {} keyspaces created, {held} lock holds, operations per phase {:?}",
+        f.created.len(),
+        f.ops_per_phase
+    );
 }
 
 #[test]

@@ -70,10 +70,21 @@ impl Report {
         });
     }
 
-    fn timed(&mut self, check: &'static str, subject: &str, took: Duration, message: String) {
-        self.add(check, subject, Status::Ok, message);
-        if let Some(c) = self.checks.last_mut() {
-            c.latency_ms = Some((took.as_secs_f64() * 10_000.0).round() / 10.0);
+    /// An `ok` check that took `took`, or a failed one.
+    fn outcome(
+        &mut self,
+        check: &'static str,
+        subject: &str,
+        outcome: std::result::Result<(Duration, String), String>,
+    ) {
+        match outcome {
+            Ok((took, message)) => {
+                self.add(check, subject, Status::Ok, message);
+                if let Some(c) = self.checks.last_mut() {
+                    c.latency_ms = Some((took.as_secs_f64() * 10_000.0).round() / 10.0);
+                }
+            }
+            Err(message) => self.add(check, subject, Status::Fail, message),
         }
     }
 
@@ -330,20 +341,14 @@ async fn check(ts: &Server, g: &GlobalArgs, a: &DoctorArgs) -> Report {
         "tee" => g.tee_primary_implementation.clone().unwrap_or_default(),
         other => other.to_string(),
     };
-    match probe_list(ts.global().as_ref()).await {
-        Ok(d) => r.timed(
-            "answers",
-            "global",
-            d,
-            format!("global answers ({}; {transport})", ms(d)),
-        ),
-        Err(e) => r.add(
-            "answers",
-            "global",
-            Status::Fail,
-            format!("global does not answer: {e}"),
-        ),
-    }
+    let answer = probe_list(ts.global().as_ref()).await;
+    r.outcome(
+        "answers",
+        "global",
+        answer
+            .map(|d| (d, format!("global answers ({}; {transport})", ms(d))))
+            .map_err(|e| format!("global does not answer: {e}")),
+    );
     if transport == PLAIN {
         r.add(
             "encryption",
@@ -377,35 +382,23 @@ async fn check(ts: &Server, g: &GlobalArgs, a: &DoctorArgs) -> Report {
         g.root.clone(),
     )];
     for cell in &cells {
-        let conn = match ts.conn_for_cell(cell).await {
-            Ok(conn) => conn,
-            Err(e) => {
-                r.add(
-                    "answers",
-                    cell,
-                    Status::Fail,
-                    format!("cell {cell} does not answer: {e}"),
-                );
-                continue;
-            }
+        let conn = ts.conn_for_cell(cell).await.map_err(|e| e.to_string());
+        let answer = match &conn {
+            Ok(conn) => probe_list(conn.as_ref()).await,
+            Err(e) => Err(e.clone()),
         };
-        match probe_list(conn.as_ref()).await {
-            Ok(d) => r.timed(
-                "answers",
-                cell,
-                d,
-                format!("cell {cell} answers ({}; {transport})", ms(d)),
-            ),
-            Err(e) => {
-                r.add(
-                    "answers",
-                    cell,
-                    Status::Fail,
-                    format!("cell {cell} does not answer: {e}"),
-                );
-                continue;
-            }
-        }
+        let answered = answer.is_ok();
+        r.outcome(
+            "answers",
+            cell,
+            answer
+                .map(|d| (d, format!("cell {cell} answers ({}; {transport})", ms(d))))
+                .map_err(|e| format!("cell {cell} does not answer: {e}")),
+        );
+        let conn = match conn {
+            Ok(conn) if answered => conn,
+            _ => continue,
+        };
         if let Ok(info) = ts.get_cell_info(cell, false).await {
             let address = if info.server_address.is_empty() {
                 g.server_address.clone()
@@ -428,55 +421,30 @@ async fn check(ts: &Server, g: &GlobalArgs, a: &DoctorArgs) -> Report {
         Ok::<_, topo_core::TopoError>(bytes == b"probe")
     }
     .await;
-    match round_trip {
+    let round_trip = match round_trip {
         Ok(true) => {
             let d = start.elapsed();
-            r.timed(
-                "round-trip",
-                "global",
+            Ok((
                 d,
                 format!("a probe key was written, read and deleted ({})", ms(d)),
-            );
+            ))
         }
-        Ok(false) => r.add(
-            "round-trip",
-            "global",
-            Status::Fail,
-            "the probe key read back different contents".into(),
-        ),
-        Err(e) => r.add(
-            "round-trip",
-            "global",
-            Status::Fail,
-            format!("probe key round trip: {e}"),
-        ),
-    }
+        Ok(false) => Err("the probe key read back different contents".to_string()),
+        Err(e) => Err(format!("probe key round trip: {e}")),
+    };
+    r.outcome("round-trip", "global", round_trip);
     let start = Instant::now();
-    match ts.lock_name("toposphere-doctor", "topo doctor").await {
+    let lock = match ts.lock_name("toposphere-doctor", "topo doctor").await {
         Ok(lock) => {
             let d = start.elapsed();
-            match lock.unlock().await {
-                Ok(()) => r.timed(
-                    "lock",
-                    "global",
-                    d,
-                    format!("a lock was taken ({}) and released", ms(d)),
-                ),
-                Err(e) => r.add(
-                    "lock",
-                    "global",
-                    Status::Fail,
-                    format!("a lock was taken but not released: {e}"),
-                ),
-            }
+            lock.unlock()
+                .await
+                .map(|()| (d, format!("a lock was taken ({}) and released", ms(d))))
+                .map_err(|e| format!("a lock was taken but not released: {e}"))
         }
-        Err(e) => r.add(
-            "lock",
-            "global",
-            Status::Fail,
-            format!("cannot take a lock: {e}"),
-        ),
-    }
+        Err(e) => Err(format!("cannot take a lock: {e}")),
+    };
+    r.outcome("lock", "global", lock);
     match lock_dirs(ts).await {
         Ok(dirs) => {
             for dir in dirs {
