@@ -820,8 +820,8 @@ pub(crate) enum Command {
     /// with --keep, into a directory: topo backup --keep 14 /var/backups/topo
     #[command(name = "backup")]
     Backup {
-        /// Treat FILE as a directory: write topo-backup-<UTC time>.json there and remove the
-        /// oldest such files so that N remain.
+        /// Treat FILE as a directory (created if missing): write topo-backup-<UTC time>.json
+        /// there and remove the oldest such files so that N remain.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
         keep: Option<usize>,
         /// Output file (with --keep: directory).

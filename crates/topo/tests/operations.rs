@@ -261,6 +261,12 @@ fn diff_backups_lists_differences() {
         &["diff-backups", "after.json", "missing.json"],
         "missing.json",
     );
+    // Verbs on files alone open no topology: none is created where there was none.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.join("after.json"), empty.path().join("b.json")).unwrap();
+    ok(empty.path(), &["verify-backup", "b.json"]);
+    ok(empty.path(), &["diff-backups", "b.json", "b.json"]);
+    assert!(!empty.path().join("toposphere.db").exists());
 }
 
 #[test]

@@ -155,6 +155,19 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::LockSupervise { parent, command } = &cli.command {
         return lock::supervise(*parent, command).await;
     }
+    // Verbs on backup files alone: no topology is opened (or created).
+    match &cli.command {
+        Command::VerifyBackup { file } => {
+            migrate::verify_backup(file)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::DiffBackups {
+            ignore_cell_addresses,
+            a,
+            b,
+        } => return backups::diff(a, b, *ignore_cell_addresses),
+        _ => {}
+    }
     let ts = open(&g, &g.implementation, &g.server_address, &g.root).await?;
     let result = dispatch(&ts, &g, cli.command, compact).await;
     ts.close().await;
@@ -256,12 +269,6 @@ async fn dispatch(
             };
             migrate::restore(ts, g, &file, how).await?
         }
-        C::VerifyBackup { file } => migrate::verify_backup(&file)?,
-        C::DiffBackups {
-            ignore_cell_addresses,
-            a,
-            b,
-        } => return backups::diff(&a, &b, ignore_cell_addresses),
         C::Doctor(args) => return doctor::run(ts, g, args).await,
         C::Demo { force } => demo::run(ts, g, force).await?,
         C::Serve {
@@ -280,7 +287,10 @@ async fn dispatch(
             };
             serve::run(ts, listen, how).await?
         }
-        C::Completion { .. } | C::LockSupervise { .. } => {
+        C::Completion { .. }
+        | C::LockSupervise { .. }
+        | C::VerifyBackup { .. }
+        | C::DiffBackups { .. } => {
             unreachable!("handled before opening the topology")
         }
     }
