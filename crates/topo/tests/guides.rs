@@ -83,10 +83,12 @@ fn assert_contains_in_order(output: &str, expected: &str, script: &str) {
     }
 }
 
-/// What a step left: its script, output and the variables after it.
+/// A step about to run (`done` false, with the variables before it) or just run (`done`
+/// true, with the variables it left).
 struct Step<'a> {
     script: &'a str,
     env: &'a BTreeMap<String, String>,
+    done: bool,
 }
 
 /// The directory of the `topo` binary under test.
@@ -136,12 +138,12 @@ fn sh(
 }
 
 /// Runs the guide `page` (a file name in docs/guides) with `servers` as its variables;
-/// calls `after` after each `sh` block. Returns the directory it ran in and the variables
+/// calls `hook` before and after each `sh` block. Returns the directory it ran in and the variables
 /// at the end.
 fn run_guide(
     page: &str,
     servers: &[(&str, String)],
-    mut after: impl FnMut(Step<'_>),
+    mut hook: impl FnMut(Step<'_>),
 ) -> (tempfile::TempDir, BTreeMap<String, String>) {
     let start = Instant::now();
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -164,14 +166,20 @@ fn run_guide(
     for (i, b) in blocks.iter().enumerate() {
         match b.lang.as_str() {
             "sh" => {
+                hook(Step {
+                    script: &b.text,
+                    env: &env,
+                    done: false,
+                });
                 let (stdout, vars) = sh(dir.path(), &env, &b.text);
                 env = vars;
                 if let Some(next) = blocks.get(i + 1).filter(|n| n.lang == "text") {
                     assert_contains_in_order(&stdout, &substitute(&next.text, &env), &b.text);
                 }
-                after(Step {
+                hook(Step {
                     script: &b.text,
                     env: &env,
+                    done: true,
                 });
                 ran += 1;
             }
@@ -275,6 +283,10 @@ struct Fleet {
     failures: Vec<String>,
     /// Successful operations per phase.
     ops_per_phase: BTreeMap<usize, usize>,
+    /// While set, no process starts an operation (a quiet moment the guide asks for).
+    quiet: bool,
+    /// Operations under way.
+    busy: usize,
 }
 
 #[test]
@@ -298,14 +310,19 @@ fn live_migration_with_the_tee() {
             std::thread::spawn(move || {
                 let mut n = 0;
                 while !stop.load(Ordering::SeqCst) {
-                    let (flags, phase) = {
-                        let f = fleet.lock().unwrap();
-                        (f.flags.clone(), f.phase)
+                    let job = {
+                        let mut f = fleet.lock().unwrap();
+                        if f.quiet || f.flags.is_empty() {
+                            None
+                        } else {
+                            f.busy += 1;
+                            Some((f.flags.clone(), f.phase))
+                        }
                     };
-                    if flags.is_empty() {
+                    let Some((flags, phase)) = job else {
                         std::thread::sleep(Duration::from_millis(20));
                         continue;
-                    }
+                    };
                     n += 1;
                     let mut args = flags;
                     let name = format!("w{w}n{n}");
@@ -329,6 +346,7 @@ fn live_migration_with_the_tee() {
                     }
                     let (ok, out) = topo(&dir, &env, &args);
                     let mut f = fleet.lock().unwrap();
+                    f.busy -= 1;
                     if ok {
                         if w < 2 {
                             f.created.push(name);
@@ -347,7 +365,14 @@ fn live_migration_with_the_tee() {
         "live-migration-with-the-tee.md",
         &[("ETCD", etcd.endpoints()), ("ZK", zk.addrs())],
         |step: Step<'_>| {
-            let Some(flags) = step.env.get("FLEET") else {
+            // The guide asks for a quiet moment where it compares the two sides.
+            if step.script.contains("--compare") {
+                fleet.lock().unwrap().quiet = !step.done;
+                while !step.done && fleet.lock().unwrap().busy > 0 {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            let Some(flags) = step.env.get("FLEET").filter(|_| step.done) else {
                 return;
             };
             let flags: Vec<String> = flags.split_whitespace().map(String::from).collect();
@@ -456,16 +481,11 @@ fn recovery() {
         ],
         |step: Step<'_>| {
             // The disasters the guide recovers from: the servers are gone for good.
-            if step
-                .script
-                .contains("# Disaster: the cell's servers are lost")
-            {
+            let lost = |what: &str| step.done && step.script.contains(what);
+            if lost("# Disaster: the cell's servers are lost") {
                 cell = None;
             }
-            if step
-                .script
-                .contains("# Disaster: the global servers are lost")
-            {
+            if lost("# Disaster: the global servers are lost") {
                 global = None;
             }
         },
