@@ -194,7 +194,13 @@ fn tee_flags_are_checked() {
         &tee(&["--topo-tee-lock-order", "both", "GetKeyspaces"]),
         "primary-first",
     );
+    refused(
+        dir,
+        &["--topo-tee-secondary-implementation", "zk2", "GetKeyspaces"],
+        "--topo-tee-secondary-implementation needs --topo-implementation tee (it is local)",
+    );
     assert!(!dir.join("a.db").exists() && !dir.join("b.db").exists());
+    assert!(!dir.join("toposphere.db").exists());
 }
 
 #[test]

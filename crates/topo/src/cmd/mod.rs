@@ -155,6 +155,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::LockSupervise { parent, command } = &cli.command {
         return lock::supervise(*parent, command).await;
     }
+    tee::refuse_unused_flags(&g)?;
     // Verbs on backup files alone: no topology is opened (or created).
     match &cli.command {
         Command::VerifyBackup { file } => {

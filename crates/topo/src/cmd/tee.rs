@@ -26,6 +26,35 @@ fn required<'a>(value: &'a Option<String>, flag: &str) -> Result<&'a str> {
     }
 }
 
+/// Refuses `--topo-tee-*` flags given without `--topo-implementation tee` (they would be
+/// ignored, and the writes go to one topology only).
+pub(crate) fn refuse_unused_flags(g: &GlobalArgs) -> Result<()> {
+    if g.implementation == TEE {
+        return Ok(());
+    }
+    let given = [
+        (
+            "--topo-tee-primary-implementation",
+            &g.tee_primary_implementation,
+        ),
+        (
+            "--topo-tee-secondary-implementation",
+            &g.tee_secondary_implementation,
+        ),
+        (
+            "--topo-tee-secondary-server-address",
+            &g.tee_secondary_server_address,
+        ),
+    ];
+    match given.iter().find(|(_, v)| v.is_some()) {
+        Some((flag, _)) => Err(TopoError::invalid(format!(
+            "{flag} needs --topo-implementation tee (it is {})",
+            g.implementation
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Opens a tee over the primary at `address` under `root` and the secondary the
 /// `--topo-tee-secondary-*` flags name.
 pub(crate) async fn open(g: &GlobalArgs, address: &str, root: &str) -> Result<Server> {
