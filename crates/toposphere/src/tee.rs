@@ -353,6 +353,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tee_server_tees_each_cell_as_each_side_knows_it() {
+        use topo_proto::topodata::CellInfo;
+        let registry = crate::Registry::with_memory();
+        let open = |address: &'static str| {
+            crate::Server::open(
+                &registry,
+                "memory",
+                address,
+                "/vitess/global",
+                crate::ServerConfig::default(),
+            )
+        };
+        let (p, s) = (open("p").await.unwrap(), open("s").await.unwrap());
+        for (side, cell_address) in [(&p, "p-zone1"), (&s, "s-zone1")] {
+            let info = CellInfo {
+                server_address: cell_address.into(),
+                root: "/vitess/zone1".into(),
+                ..Default::default()
+            };
+            side.create_cell_info("zone1", &info).await.unwrap();
+        }
+        let factory = Arc::new(TeeFactory::new(p.clone(), s.clone(), false));
+        let tee = Server::open_with_factory(factory, "", "", crate::ServerConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(tee.implementation(), "tee");
+        let cell = tee.conn_for_cell("zone1").await.unwrap();
+        cell.create("tablets/zone1-100/Tablet", b"t").await.unwrap();
+        for side in [&p, &s] {
+            let conn = side.conn_for_cell("zone1").await.unwrap();
+            assert_eq!(conn.get("tablets/zone1-100/Tablet").await.unwrap().0, b"t");
+        }
+        // A cell the secondary does not know is an error that says so.
+        let info = CellInfo {
+            server_address: "p-zone2".into(),
+            root: "/vitess/zone2".into(),
+            ..Default::default()
+        };
+        p.create_cell_info("zone2", &info).await.unwrap();
+        let e = tee.conn_for_cell("zone2").await.unwrap_err();
+        assert!(e.is_no_node(), "{e}");
+        assert!(
+            e.to_string().contains("secondary topology, cell zone2"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
     async fn failed_second_lock_releases_the_first() {
         let (p, s) = (MemoryStore::new().conn("/r"), MemoryStore::new().conn("/r"));
         p.create("/ks/Keyspace", b"").await.unwrap();
