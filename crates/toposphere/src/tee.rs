@@ -370,7 +370,6 @@ mod tests {
             let info = CellInfo {
                 server_address: cell_address.into(),
                 root: "/vitess/zone1".into(),
-                ..Default::default()
             };
             side.create_cell_info("zone1", &info).await.unwrap();
         }
@@ -389,7 +388,6 @@ mod tests {
         let info = CellInfo {
             server_address: "p-zone2".into(),
             root: "/vitess/zone2".into(),
-            ..Default::default()
         };
         p.create_cell_info("zone2", &info).await.unwrap();
         let e = tee.conn_for_cell("zone2").await.unwrap_err();
