@@ -32,7 +32,8 @@ pub(crate) struct Cli {
 /// Where the topology is and how to talk to it.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct GlobalArgs {
-    /// Topology implementation: local, memory, etcd2 or zk2 (those compiled in).
+    /// Topology implementation: local, memory, etcd2 or zk2 (those compiled in), or tee
+    /// (writes to two topologies; see --topo-tee-*).
     #[arg(
         id = "g_implementation",
         long = "topo-implementation",
@@ -167,9 +168,63 @@ pub(crate) struct GlobalArgs {
         global = true
     )]
     pub(crate) zk_tls_key: Option<PathBuf>,
+    /// tee: the primary's implementation (it is at --topo-global-server-address under
+    /// --topo-global-root; reads, watches and elections use it).
+    #[arg(
+        id = "g_tee_primary_implementation",
+        long = "topo-tee-primary-implementation",
+        alias = "topo_tee_primary_implementation",
+        global = true
+    )]
+    pub(crate) tee_primary_implementation: Option<String>,
+    /// tee: the secondary's implementation (every write is repeated there).
+    #[arg(
+        id = "g_tee_secondary_implementation",
+        long = "topo-tee-secondary-implementation",
+        alias = "topo_tee_secondary_implementation",
+        global = true
+    )]
+    pub(crate) tee_secondary_implementation: Option<String>,
+    /// tee: the secondary's global server address.
+    #[arg(
+        id = "g_tee_secondary_server_address",
+        long = "topo-tee-secondary-server-address",
+        alias = "topo_tee_secondary_server_address",
+        global = true
+    )]
+    pub(crate) tee_secondary_server_address: Option<String>,
+    /// tee: the secondary's global root.
+    #[arg(
+        id = "g_tee_secondary_root",
+        long = "topo-tee-secondary-root",
+        alias = "topo_tee_secondary_root",
+        default_value = "/vitess/global",
+        global = true
+    )]
+    pub(crate) tee_secondary_root: String,
+    /// tee: which side's lock is taken first; every process of a migration must take them
+    /// in the same order (so swap it when swapping primary and secondary).
+    #[arg(
+        id = "g_tee_lock_order",
+        long = "topo-tee-lock-order",
+        alias = "topo_tee_lock_order",
+        value_enum,
+        default_value_t = TeeLockOrder::PrimaryFirst,
+        global = true
+    )]
+    pub(crate) tee_lock_order: TeeLockOrder,
     /// ZooKeeper: the most calls a connection has in flight at once.
     #[arg(id = "g_zk_max_concurrency", long = "topo-zk-max-concurrency", alias = "topo_zk_max_concurrency", default_value_t = topo_zk::DEFAULT_MAX_CONCURRENCY, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..), global = true)]
     pub(crate) zk_max_concurrency: usize,
+}
+
+/// The order in which a tee takes its two locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TeeLockOrder {
+    /// The primary's lock, then the secondary's.
+    PrimaryFirst,
+    /// The secondary's lock, then the primary's.
+    SecondaryFirst,
 }
 
 /// A keyspace/shard argument.
@@ -761,10 +816,15 @@ pub(crate) enum Command {
     /// Copy a topology to another one (Vitess's topo2topo). Example: topo topo2topo --to-implementation local --to-server copy.db --to-root /vitess/global --do-keyspaces --do-shards
     #[command(name = "topo2topo")]
     Topo2Topo(Topo2TopoArgs),
-    /// Write every key of the global topology and every cell to a file. Example: topo backup topo-backup.json
+    /// Write every key of the global topology and every cell to a file. Example: topo backup topo-backup.json;
+    /// with --keep, into a directory: topo backup --keep 14 /var/backups/topo
     #[command(name = "backup")]
     Backup {
-        /// Output file.
+        /// Treat FILE as a directory (created if missing): write topo-backup-<UTC time>.json
+        /// there and remove the oldest such files so that N remain.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+        keep: Option<usize>,
+        /// Output file (with --keep: directory).
         file: PathBuf,
     },
     /// Restore a backup into the configured topology. Example: topo restore topo-backup.json
@@ -787,20 +847,31 @@ pub(crate) enum Command {
         /// Backup file.
         file: PathBuf,
     },
+    /// Compare two backups key for key, decoded (so backups of different backends compare;
+    /// versions are ignored); exit status 1 when they differ. Example: topo diff-backups etcd.json zk.json
+    #[command(name = "diff-backups")]
+    DiffBackups {
+        /// Ignore the cells' server addresses (they differ between two topologies).
+        #[arg(long = "ignore-cell-addresses")]
+        ignore_cell_addresses: bool,
+        /// One backup file.
+        a: PathBuf,
+        /// The other.
+        b: PathBuf,
+    },
     /// Check that a backup file is complete and every record decodes. Example: topo verify-backup topo-backup.json
     #[command(name = "verify-backup")]
     VerifyBackup {
         /// Backup file.
         file: PathBuf,
     },
-    /// Check the topology's health: every cell answers, a probe key round-trips, a lock can
-    /// be taken; report latencies and stale locks. Example: topo doctor --stale-after 10m
+    /// Check the topology's health and Vitess's production checklist: every cell answers,
+    /// connections are encrypted, the global topology and each cell run on several servers,
+    /// cells sharing servers have roots of their own, the serving graph exists, a probe key
+    /// round-trips, a lock can be taken, no lock is stale, and (with --backup-dir) a recent
+    /// backup exists. Exit status 1 when a check fails. Example: topo doctor --format json
     #[command(name = "doctor")]
-    Doctor {
-        /// Locks held longer than this are stale.
-        #[arg(long = "stale-after", default_value = "10m", value_parser = parse_duration)]
-        stale_after: Duration,
-    },
+    Doctor(DoctorArgs),
     /// Build an example toposphere (cells zone1, zone2; keyspaces commerce and customer).
     /// Example: topo demo
     #[command(name = "demo")]
@@ -839,6 +910,33 @@ pub(crate) enum Command {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+}
+
+/// doctor's arguments.
+#[derive(Debug, Args)]
+pub(crate) struct DoctorArgs {
+    /// Locks held longer than this are stale.
+    #[arg(long = "stale-after", default_value = "10m", value_parser = parse_duration)]
+    pub(crate) stale_after: Duration,
+    /// text, or json (one object: every check with its status, for monitoring).
+    #[arg(long, value_enum, default_value_t = DoctorFormat::Text)]
+    pub(crate) format: DoctorFormat,
+    /// Also check that this directory holds a backup written by `backup --keep` no older
+    /// than --backup-max-age.
+    #[arg(long = "backup-dir")]
+    pub(crate) backup_dir: Option<PathBuf>,
+    /// The age at which the newest backup in --backup-dir is too old.
+    #[arg(long = "backup-max-age", default_value = "25h", value_parser = parse_duration, requires = "backup_dir")]
+    pub(crate) backup_max_age: Duration,
+}
+
+/// doctor's output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum DoctorFormat {
+    /// One line a check.
+    Text,
+    /// One JSON object.
+    Json,
 }
 
 /// CreateKeyspace's arguments.

@@ -1,8 +1,8 @@
 //! `topo`: the Toposphere command line.
 //!
 //! vtctldclient's topology verbs with the same names, arguments, output texts and JSON;
-//! raw access (TopoCat, TopoLs, TopoCp, TopoRm and zk-style verbs); topo2topo; backup and
-//! restore; doctor; and a demo. With no topology flags it uses the embedded `local` store
+//! raw access (TopoCat, TopoLs, TopoCp, TopoRm and zk-style verbs); topo2topo; backup,
+//! restore and diff-backups; doctor; a tee over two topologies; and a demo. With no topology flags it uses the embedded `local` store
 //! at `./toposphere.db`.
 
 mod args;

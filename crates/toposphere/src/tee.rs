@@ -6,15 +6,95 @@
 //! secondary create fails the call, failed secondary updates and deletes are only logged.
 //! Locks are taken on both, in a configurable order, and released in reverse.
 //! Fenced writes are fenced on the primary only (a fence names one backend's lock entry).
+//!
+//! [`TeeFactory`] is Vitess's `NewTee`: a [`Server`] opened with it tees every connection,
+//! the global one and each cell's (each side resolves the cell through its own global
+//! topology's `CellInfo`).
 
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use topo_core::{
-    Conn, DirEntry, ErrorKind, Fence, KvInfo, LeaderParticipation, LockDescriptor, LockGuard,
-    LockOptions, RecursiveChange, Result, Version, WatchData, WatchStream,
+    Conn, DirEntry, ErrorKind, Factory, Fence, KvInfo, LeaderParticipation, LockDescriptor,
+    LockGuard, LockOptions, RecursiveChange, Result, TopoError, Version, WatchData, WatchStream,
 };
+
+use crate::{Server, GLOBAL_CELL, GLOBAL_READ_ONLY_CELL};
+
+/// Creates [`TeeConn`]s over two open servers: open a [`Server`] with it
+/// ([`Server::open_with_factory`]; the address and root given there are not used) to
+/// write every change to both topologies (Vitess's `NewTee`).
+///
+/// A cell must be known to both servers: each resolves it through its own `CellInfo`, so
+/// the secondary's cell records point at the secondary's servers.
+#[derive(Debug)]
+pub struct TeeFactory {
+    primary: Server,
+    secondary: Server,
+    reverse_lock_order: bool,
+}
+
+impl TeeFactory {
+    /// A factory teeing `primary` and `secondary`; `reverse_lock_order` as in
+    /// [`TeeConn::new`].
+    pub fn new(primary: Server, secondary: Server, reverse_lock_order: bool) -> Self {
+        TeeFactory {
+            primary,
+            secondary,
+            reverse_lock_order,
+        }
+    }
+}
+
+/// Names the side of the tee in a connection error, keeping its kind.
+fn on_side(side: &str, cell: &str, e: TopoError) -> TopoError {
+    let m = |m: String| format!("{side} topology, cell {cell}: {m}");
+    match e {
+        TopoError::NoNode(s) => TopoError::NoNode(m(s)),
+        TopoError::InvalidArgument(s) => TopoError::InvalidArgument(m(s)),
+        TopoError::FailedPrecondition(s) => TopoError::FailedPrecondition(m(s)),
+        other => other,
+    }
+}
+
+#[async_trait]
+impl Factory for TeeFactory {
+    fn name(&self) -> &'static str {
+        "tee"
+    }
+
+    async fn create(
+        &self,
+        cell: &str,
+        _server_address: &str,
+        _root: &str,
+    ) -> Result<Arc<dyn Conn>> {
+        let (primary, secondary) = if cell == GLOBAL_CELL || cell == GLOBAL_READ_ONLY_CELL {
+            (
+                self.primary.global().clone(),
+                self.secondary.global().clone(),
+            )
+        } else {
+            let p = self
+                .primary
+                .conn_for_cell(cell)
+                .await
+                .map_err(|e| on_side("primary", cell, e))?;
+            let s = self
+                .secondary
+                .conn_for_cell(cell)
+                .await
+                .map_err(|e| on_side("secondary", cell, e))?;
+            (p, s)
+        };
+        Ok(Arc::new(TeeConn::new(
+            primary,
+            secondary,
+            self.reverse_lock_order,
+        )))
+    }
+}
 
 /// Writes to a primary and a secondary connection; reads from the primary.
 #[derive(Debug, Clone)]
@@ -256,6 +336,52 @@ mod tests {
 
         tee.delete("/ks/Keyspace", None).await.unwrap();
         assert!(s.get("/ks/Keyspace").await.unwrap_err().is_no_node());
+    }
+
+    #[tokio::test]
+    async fn a_tee_server_tees_each_cell_as_each_side_knows_it() {
+        use topo_proto::topodata::CellInfo;
+        let registry = crate::Registry::with_memory();
+        let open = |address: &'static str| {
+            crate::Server::open(
+                &registry,
+                "memory",
+                address,
+                "/vitess/global",
+                crate::ServerConfig::default(),
+            )
+        };
+        let (p, s) = (open("p").await.unwrap(), open("s").await.unwrap());
+        for (side, cell_address) in [(&p, "p-zone1"), (&s, "s-zone1")] {
+            let info = CellInfo {
+                server_address: cell_address.into(),
+                root: "/vitess/zone1".into(),
+            };
+            side.create_cell_info("zone1", &info).await.unwrap();
+        }
+        let factory = Arc::new(TeeFactory::new(p.clone(), s.clone(), false));
+        let tee = Server::open_with_factory(factory, "", "", crate::ServerConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(tee.implementation(), "tee");
+        let cell = tee.conn_for_cell("zone1").await.unwrap();
+        cell.create("tablets/zone1-100/Tablet", b"t").await.unwrap();
+        for side in [&p, &s] {
+            let conn = side.conn_for_cell("zone1").await.unwrap();
+            assert_eq!(conn.get("tablets/zone1-100/Tablet").await.unwrap().0, b"t");
+        }
+        // A cell the secondary does not know is an error that says so.
+        let info = CellInfo {
+            server_address: "p-zone2".into(),
+            root: "/vitess/zone2".into(),
+        };
+        p.create_cell_info("zone2", &info).await.unwrap();
+        let e = tee.conn_for_cell("zone2").await.unwrap_err();
+        assert!(e.is_no_node(), "{e}");
+        assert!(
+            e.to_string().contains("secondary topology, cell zone2"),
+            "{e}"
+        );
     }
 
     #[tokio::test]

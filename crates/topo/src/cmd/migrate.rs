@@ -25,7 +25,7 @@ const FORMAT: &str = "toposphere-backup";
 
 /// A backup file: every non-ephemeral key of the global topology and of every cell.
 #[derive(Debug, Serialize, Deserialize)]
-struct Backup {
+pub(crate) struct Backup {
     format: String,
     format_version: u32,
     created: String,
@@ -193,7 +193,20 @@ pub(crate) async fn backup(ts: &Server, file: &Path) -> Result<()> {
     };
     let text = serde_json::to_vec_pretty(&b)
         .map_err(|e| TopoError::invalid(format!("cannot encode the backup: {e}")))?;
-    write_file(file, &text)?;
+    // Written beside the file, then renamed: a backup interrupted half-way never looks
+    // like a whole one.
+    let partial = file.with_file_name(format!(
+        ".{}.partial-{}",
+        file.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    write_file(&partial, &text)?;
+    std::fs::rename(&partial, file).map_err(|e| {
+        let _ = std::fs::remove_file(&partial);
+        TopoError::invalid(format!("cannot write {}: {e}", file.display()))
+    })?;
     crate::out!(
         "Backed up {total} keys from {} cells to {}",
         b.cells.len(),
@@ -202,7 +215,7 @@ pub(crate) async fn backup(ts: &Server, file: &Path) -> Result<()> {
     Ok(())
 }
 
-fn load(file: &Path) -> Result<Backup> {
+pub(crate) fn load(file: &Path) -> Result<Backup> {
     let b: Backup = serde_json::from_slice(&read_file(file)?).map_err(|e| {
         TopoError::invalid(format!(
             "{} is not a toposphere backup: {e}",
@@ -233,11 +246,11 @@ fn entry_bytes(file: &Path, cell: &str, e: &Entry) -> Result<Vec<u8>> {
 }
 
 /// The keys of one cell of a backup, decoded: `(path, bytes)`.
-type CellKeys = (String, Vec<(String, Vec<u8>)>);
+pub(crate) type CellKeys = (String, Vec<(String, Vec<u8>)>);
 
 /// Checks a backup and decodes it: every value is valid base64 and every record's bytes
 /// decode to the JSON stored beside them. Returns each cell's keys.
-fn check(file: &Path, b: &Backup) -> Result<Vec<CellKeys>> {
+pub(crate) fn check(file: &Path, b: &Backup) -> Result<Vec<CellKeys>> {
     let mut cells = Vec::with_capacity(b.cells.len());
     for c in &b.cells {
         let mut keys = Vec::with_capacity(c.entries.len());

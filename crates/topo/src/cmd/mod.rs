@@ -1,5 +1,6 @@
 //! The verbs, grouped as vtctldclient groups them.
 
+mod backups;
 mod cells;
 mod demo;
 mod doctor;
@@ -10,6 +11,7 @@ mod raw;
 mod serve;
 mod serving;
 mod tablets;
+mod tee;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -58,19 +60,38 @@ pub(crate) fn registry(g: &GlobalArgs) -> Registry {
     r
 }
 
-/// Opens a topology server.
+/// Opens a topology server (`tee`: two of them, see [`tee`]).
 pub(crate) async fn open(
     global: &GlobalArgs,
     implementation: &str,
     address: &str,
     root: &str,
 ) -> Result<Server> {
-    let config = ServerConfig {
+    if implementation == tee::TEE {
+        return tee::open(global, address, root).await;
+    }
+    open_backend(global, implementation, address, root).await
+}
+
+/// The server settings from the flags, with `fence` for its writes.
+pub(crate) fn server_config(global: &GlobalArgs, fence: Option<topo_core::Fence>) -> ServerConfig {
+    ServerConfig {
         lock_timeout: global.lock_timeout,
         remote_operation_timeout: global.remote_operation_timeout,
         read_concurrency: global.read_concurrency,
-        fence: enclosing_lock_fence(global, implementation, address, root)?,
-    };
+        fence,
+    }
+}
+
+/// Opens one backend's topology server.
+pub(crate) async fn open_backend(
+    global: &GlobalArgs,
+    implementation: &str,
+    address: &str,
+    root: &str,
+) -> Result<Server> {
+    let fence = enclosing_lock_fence(global, implementation, address, root)?;
+    let config = server_config(global, fence);
     Server::open(&registry(global), implementation, address, root, config)
         .await
         .map_err(|e| match e {
@@ -133,6 +154,20 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
     }
     if let Command::LockSupervise { parent, command } = &cli.command {
         return lock::supervise(*parent, command).await;
+    }
+    tee::refuse_unused_flags(&g)?;
+    // Verbs on backup files alone: no topology is opened (or created).
+    match &cli.command {
+        Command::VerifyBackup { file } => {
+            migrate::verify_backup(file)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::DiffBackups {
+            ignore_cell_addresses,
+            a,
+            b,
+        } => return backups::diff(a, b, *ignore_cell_addresses),
+        _ => {}
     }
     let ts = open(&g, &g.implementation, &g.server_address, &g.root).await?;
     let result = dispatch(&ts, &g, cli.command, compact).await;
@@ -215,7 +250,11 @@ async fn dispatch(
             command,
         } => return lock::run(ts, g, &dir, &command, kill_grace).await,
         C::Topo2Topo(args) => migrate::topo2topo(ts, g, args).await?,
-        C::Backup { file } => migrate::backup(ts, &file).await?,
+        C::Backup { keep: None, file } => migrate::backup(ts, &file).await?,
+        C::Backup {
+            keep: Some(keep),
+            file,
+        } => backups::backup_rotated(ts, &file, keep).await?,
         C::Restore {
             force,
             keep_cell_addresses,
@@ -231,8 +270,7 @@ async fn dispatch(
             };
             migrate::restore(ts, g, &file, how).await?
         }
-        C::VerifyBackup { file } => migrate::verify_backup(&file)?,
-        C::Doctor { stale_after } => return doctor::run(ts, g, stale_after).await,
+        C::Doctor(args) => return doctor::run(ts, g, args).await,
         C::Demo { force } => demo::run(ts, g, force).await?,
         C::Serve {
             listen,
@@ -250,7 +288,10 @@ async fn dispatch(
             };
             serve::run(ts, listen, how).await?
         }
-        C::Completion { .. } | C::LockSupervise { .. } => {
+        C::Completion { .. }
+        | C::LockSupervise { .. }
+        | C::VerifyBackup { .. }
+        | C::DiffBackups { .. } => {
             unreachable!("handled before opening the topology")
         }
     }
