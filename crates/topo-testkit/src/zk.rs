@@ -393,7 +393,7 @@ impl ZkCluster {
             });
         }
         let c = ZkCluster { nodes, _dir: dir };
-        c.wait_ready(Duration::from_secs(30))?;
+        c.wait_ready(Duration::from_secs(60))?;
         Ok(c)
     }
 
