@@ -243,6 +243,12 @@ pub trait LeaderParticipation: Send + Sync + Debug {
     /// `Interrupted` when `stop` was called before or while waiting.
     async fn wait_for_leadership(&self) -> Result<CancellationToken>;
 
+    /// The fence of the leadership held now, `None` when not leading. Writes made with it
+    /// ([`Conn::update_fenced`] and the other fenced calls) fail with `LockLost` once the
+    /// leadership's entry is gone, so a leader that lost its place without noticing yet
+    /// cannot overwrite its successor's work.
+    async fn fence(&self) -> Option<Fence>;
+
     /// Leaves the election, releasing leadership if held, and returns once cleaned up. A
     /// pending `wait_for_leadership` returns `Interrupted`.
     async fn stop(&self);

@@ -26,6 +26,7 @@ use crate::conn::{Conn, LeaderParticipation};
 use crate::error::{Result, TopoError};
 use crate::ext::ConnExt;
 use crate::lock::{self, LockOptions};
+use crate::types::Fence;
 use crate::watch::WatchStream;
 
 /// How often a sequence leader re-checks its entry when no change arrives.
@@ -51,6 +52,9 @@ pub trait Leadership: Send + Sync + fmt::Debug {
     /// Cancelled by the backend once the leadership is lost (its entry deleted, its lease
     /// or session gone).
     fn lost(&self) -> CancellationToken;
+
+    /// The fence of the leadership's entry, for fenced writes.
+    fn fence(&self) -> Fence;
 
     /// Gives the leadership up and removes its entry.
     async fn resign(self: Box<Self>) -> Result<()>;
@@ -115,6 +119,11 @@ impl<C: Campaign> LeaderParticipation for Election<C> {
         });
         *held = Some((won, leading.clone()));
         Ok(leading)
+    }
+
+    async fn fence(&self) -> Option<Fence> {
+        let held = self.held.lock().await;
+        held.as_ref().map(|(won, _)| won.fence())
     }
 
     async fn stop(&self) {
@@ -190,6 +199,10 @@ struct SequenceLeadership {
 impl Leadership for SequenceLeadership {
     fn lost(&self) -> CancellationToken {
         self.lost.clone()
+    }
+
+    fn fence(&self) -> Fence {
+        self.guard.fence()
     }
 
     async fn resign(self: Box<Self>) -> Result<()> {

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use topo_core::election::{leader_stream, Campaign, Election, Leadership};
 use topo_core::lock::LockKind;
-use topo_core::{Conn, LockDescriptor, Result, WatchStream};
+use topo_core::{Conn, Fence, LockDescriptor, Result, WatchStream};
 
 use crate::lock::{acquire_lock, EtcdLock};
 use crate::EtcdConn;
@@ -44,6 +44,10 @@ struct EtcdLeadership {
 impl Leadership for EtcdLeadership {
     fn lost(&self) -> CancellationToken {
         self.lost.clone()
+    }
+
+    fn fence(&self) -> Fence {
+        self.lock.fence()
     }
 
     async fn resign(self: Box<Self>) -> Result<()> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use topo_core::election::{leader_stream, Campaign, Election, Leadership};
-use topo_core::{Result, TopoError, WatchStream};
+use topo_core::{Fence, Result, TopoError, WatchStream};
 use zookeeper_client::{EventType, OneshotWatcher, WatchedEvent};
 
 use crate::queue::QueueEntry;
@@ -21,21 +21,26 @@ use crate::ZkConn;
 /// The pause before looking again after a failed call (the session may be reconnecting).
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
-/// A participant with `id` whose proposals go under `dir` (absolute).
-pub(crate) fn participant(conn: ZkConn, dir: String, id: &str) -> Election<ZkCampaign> {
+/// A participant with `id` in election `name` (already checked).
+pub(crate) fn participant(conn: ZkConn, name: &str, id: &str) -> Result<Election<ZkCampaign>> {
+    let rel = format!("elections/{name}");
     let campaign = ZkCampaign {
+        dir: conn.key(&rel)?,
         conn,
-        dir: dir.clone(),
+        rel: rel.clone(),
         id: id.to_string(),
     };
-    Election::new(campaign, dir)
+    Ok(Election::new(campaign, rel))
 }
 
 /// ZooKeeper's side of an election: a proposal `elections/<name>/<seq>` holding the id.
 #[derive(Debug)]
 pub(crate) struct ZkCampaign {
     conn: ZkConn,
+    /// The proposals' directory (absolute).
     dir: String,
+    /// The same, relative to the root (named in errors).
+    rel: String,
     id: String,
 }
 
@@ -43,6 +48,7 @@ pub(crate) struct ZkCampaign {
 #[derive(Debug)]
 struct ZkLeadership {
     entry: QueueEntry,
+    rel: String,
     lost: CancellationToken,
 }
 
@@ -50,6 +56,10 @@ struct ZkLeadership {
 impl Leadership for ZkLeadership {
     fn lost(&self) -> CancellationToken {
         self.lost.clone()
+    }
+
+    fn fence(&self) -> Fence {
+        Fence::new(self.rel.clone(), self.entry.node.clone(), self.entry.token)
     }
 
     async fn resign(mut self: Box<Self>) -> Result<()> {
@@ -167,7 +177,11 @@ impl Campaign for ZkCampaign {
             entry.lost.clone(),
             lost.clone(),
         ));
-        Ok(Box::new(ZkLeadership { entry, lost }))
+        Ok(Box::new(ZkLeadership {
+            entry,
+            rel: self.rel.clone(),
+            lost,
+        }))
     }
 
     async fn leader_id(&self) -> Result<String> {

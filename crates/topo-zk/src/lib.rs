@@ -433,8 +433,7 @@ impl Conn for ZkConn {
         id: &str,
     ) -> Result<Box<dyn LeaderParticipation>> {
         topo_core::lock::check_election_name(name)?;
-        let dir = self.key(&format!("elections/{name}"))?;
-        Ok(Box::new(election::participant(self.clone(), dir, id)))
+        Ok(Box::new(election::participant(self.clone(), name, id)?))
     }
 
     async fn close(&self) {

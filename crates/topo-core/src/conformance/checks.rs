@@ -63,6 +63,7 @@ define_checks! {
     TryLockUnblocks => check_try_lock_unblocks,
     Election => check_election,
     WaitForNewLeader => check_wait_for_new_leader,
+    LeaderFence => check_leader_fence,
     Watch => check_watch,
     WatchInterrupt => check_watch_interrupt,
     WatchRecursive => check_watch_recursive,
@@ -575,6 +576,58 @@ async fn check_election<F: ConnFactory>(factory: &F, root: &str) {
         ErrorKind::Interrupted,
         "wait_for_leadership after stop",
     );
+}
+
+/// A leader's fence: present only while leading, its writes land while it leads and fail
+/// with `LockLost` once another leads, and the successor's token is higher.
+async fn check_leader_fence<F: ConnFactory>(factory: &F, root: &str) {
+    let conn = open(factory, root).await;
+    let file = "/elected/value";
+    conn.create(file, b"0").await.expect("create");
+    let mp1 = conn
+        .new_leader_participation("fenced", "id1")
+        .await
+        .expect("participation");
+    assert!(mp1.fence().await.is_none(), "a fence before leading");
+    mp1.wait_for_leadership().await.expect("first leadership");
+    let f1 = mp1.fence().await.expect("the leader's fence");
+    conn.update_fenced(&f1, file, b"1", None)
+        .await
+        .expect("the leader's fenced write");
+
+    let mp2: Arc<dyn LeaderParticipation> = Arc::from(
+        conn.new_leader_participation("fenced", "id2")
+            .await
+            .expect("participation"),
+    );
+    let waiter = {
+        let mp2 = mp2.clone();
+        tokio::spawn(async move { mp2.wait_for_leadership().await })
+    };
+    mp1.stop().await;
+    assert!(mp1.fence().await.is_none(), "a fence after stop");
+    timeout(PATIENCE, waiter)
+        .await
+        .expect("the second participant did not take over")
+        .expect("waiter")
+        .expect("second leadership");
+    let f2 = mp2.fence().await.expect("the second leader's fence");
+    assert!(
+        f2.token() > f1.token(),
+        "the successor's token {} must exceed {}",
+        f2.token(),
+        f1.token()
+    );
+    assert_kind(
+        conn.update_fenced(&f1, file, b"stale", None).await,
+        ErrorKind::LockLost,
+        "a fenced write of the previous leader",
+    );
+    conn.update_fenced(&f2, file, b"2", None)
+        .await
+        .expect("the new leader's fenced write");
+    assert_eq!(conn.get(file).await.expect("get").0, b"2");
+    mp2.stop().await;
 }
 
 async fn next_item<T: std::fmt::Debug>(

@@ -123,7 +123,7 @@ macro_rules! conformance_tests {
             lock_timeout LockTimeout, lock_unblocks LockUnblocks, lock_name LockName,
             lock_needs_directory LockNeedsDirectory,
             try_lock_timeout TryLockTimeout, try_lock_unblocks TryLockUnblocks,
-            election Election, wait_for_new_leader WaitForNewLeader,
+            election Election, wait_for_new_leader WaitForNewLeader, leader_fence LeaderFence,
             watch Watch, watch_interrupt WatchInterrupt, watch_recursive WatchRecursive,
             fencing_token_increases FencingTokenIncreases, fenced_write FencedWrite,
             lock_survives_ttl LockSurvivesTtl, dropped_lock_acquisition DroppedLockAcquisition,
