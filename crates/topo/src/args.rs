@@ -22,11 +22,51 @@ pub(crate) struct Cli {
     /// More logging on stderr: -v info, -vv debug, -vvv trace (or TOPO_LOG=<filter>).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub(crate) verbose: u8,
+    /// Vitess's spelling of the log level: --v=1 is -v, --v=2 is -vv, --v=3 is -vvv.
+    #[arg(long = "v", value_name = "N", global = true)]
+    pub(crate) v_level: Option<u8>,
+    /// vtctldclient's --server: only `internal` (talk to the topology directly, as topo
+    /// always does) is accepted; topo does not talk to a vtctld.
+    #[arg(long, value_name = "internal", global = true)]
+    pub(crate) server: Option<String>,
+    /// Overall deadline of the command, as vtctldclient's --action_timeout (long-running
+    /// verbs: serve, watch, wait, lock have none).
+    #[arg(long = "action-timeout", alias = "action_timeout", default_value = "1h", value_parser = parse_duration, global = true)]
+    pub(crate) action_timeout: Duration,
     /// Print JSON with enum names and without unpopulated fields.
     #[arg(long, global = true)]
     pub(crate) compact: bool,
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+impl Cli {
+    /// Checks what clap cannot (`--server`) and fills the derived fields. The error is a
+    /// usage error (exit status 2).
+    pub(crate) fn resolve(&mut self) -> Result<(), String> {
+        match self.server.as_deref() {
+            None | Some("internal") => {}
+            Some(other) => {
+                return Err(format!(
+                    "--server {other:?}: topo does not talk to a vtctld; it talks to the topology \
+                     directly, as vtctldclient --server=internal does. Use --server internal (or \
+                     leave it out) with --topo-implementation, --topo-global-server-address and \
+                     --topo-global-root"
+                ))
+            }
+        }
+        if let Some(v) = self.v_level {
+            self.verbose = self.verbose.max(v);
+        }
+        let g = &mut self.global;
+        g.default_store = g.server_addresses.is_empty();
+        g.server_address = if g.default_store {
+            topo_local::DEFAULT_PATH.to_string()
+        } else {
+            g.server_addresses.join(",")
+        };
+        Ok(())
+    }
 }
 
 /// Where the topology is and how to talk to it.
@@ -42,9 +82,16 @@ pub(crate) struct GlobalArgs {
         global = true
     )]
     pub(crate) implementation: String,
-    /// Global topology server address (local: the database file).
-    #[arg(id = "g_server_address", long = "topo-global-server-address", alias = "topo_global_server_address", env = "TOPO_GLOBAL_SERVER_ADDRESS", default_value = topo_local::DEFAULT_PATH, global = true)]
+    /// Global topology server address (local: the database file; default ./toposphere.db).
+    /// Repeatable and comma-separated, as in Vitess: the addresses are joined with commas.
+    #[arg(id = "g_server_address", long = "topo-global-server-address", alias = "topo_global_server_address", env = "TOPO_GLOBAL_SERVER_ADDRESS", action = clap::ArgAction::Append, global = true)]
+    pub(crate) server_addresses: Vec<String>,
+    /// The global server address: `server_addresses` joined, or the embedded default.
+    #[arg(skip)]
     pub(crate) server_address: String,
+    /// True when no address was given and `local` runs on the embedded default file.
+    #[arg(skip)]
+    pub(crate) default_store: bool,
     /// Root of the global topology.
     #[arg(
         id = "g_root",
@@ -841,6 +888,60 @@ pub(crate) enum Command {
     },
 }
 
+impl Command {
+    /// Verbs that only read: on the embedded default store they refuse to create it.
+    pub(crate) fn is_read_only(&self) -> bool {
+        use Command as C;
+        matches!(
+            self,
+            C::GetCellInfo { .. }
+                | C::GetCellInfoNames
+                | C::GetCellsAliases
+                | C::GetKeyspace { .. }
+                | C::GetKeyspaces
+                | C::FindAllShardsInKeyspace { .. }
+                | C::GetShard { .. }
+                | C::GetShardReplication { .. }
+                | C::GetTablet { .. }
+                | C::GetTablets(_)
+                | C::GetSrvKeyspaceNames { .. }
+                | C::GetSrvKeyspaces { .. }
+                | C::GetSrvVSchema { .. }
+                | C::GetSrvVSchemas { .. }
+                | C::GetVSchema { .. }
+                | C::GetRoutingRules
+                | C::GetShardRoutingRules
+                | C::GetKeyspaceRoutingRules
+                | C::GetMirrorRules
+                | C::GetTopologyPath { .. }
+                | C::Validate { .. }
+                | C::TopoCat { .. }
+                | C::TopoLs { .. }
+                | C::Cat { .. }
+                | C::Stat { .. }
+                | C::Watch { .. }
+                | C::Wait { .. }
+                | C::Backup { .. }
+                | C::Doctor { .. }
+                | C::Serve { .. }
+        )
+    }
+
+    /// Verbs that run until stopped or have a deadline of their own: --action-timeout does
+    /// not apply to them.
+    pub(crate) fn is_long_running(&self) -> bool {
+        use Command as C;
+        matches!(
+            self,
+            C::Serve { .. }
+                | C::Watch { .. }
+                | C::Wait { .. }
+                | C::Lock { .. }
+                | C::LockSupervise { .. }
+        )
+    }
+}
+
 /// CreateKeyspace's arguments.
 #[derive(Debug, Args)]
 pub(crate) struct CreateKeyspaceArgs {
@@ -1044,6 +1145,32 @@ mod tests {
         for bad in ["ks", "/0", "ks/", "a/b/c"] {
             assert!(parse_keyspace_shard(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn global_flags_as_vtctldclient_spells_them() {
+        let mut cli = Cli::parse_from([
+            "topo",
+            "--server=internal",
+            "--action_timeout=5s",
+            "--v=2",
+            "--topo-implementation=etcd2",
+            "--topo-global-server-address=e1:2379",
+            "--topo-global-server-address",
+            "e2:2379,e3:2379",
+            "GetKeyspaces",
+        ]);
+        cli.resolve().unwrap();
+        assert_eq!(cli.global.server_address, "e1:2379,e2:2379,e3:2379");
+        assert!(!cli.global.default_store);
+        assert_eq!(cli.verbose, 2);
+        assert_eq!(cli.action_timeout, Duration::from_secs(5));
+        let mut other = Cli::parse_from(["topo", "--server", "vtctld:15999", "GetKeyspaces"]);
+        let err = other.resolve().unwrap_err();
+        assert!(
+            err.contains("directly") && err.contains("--topo-global-server-address"),
+            "{err}"
+        );
     }
 
     #[test]

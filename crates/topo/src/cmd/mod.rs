@@ -134,10 +134,56 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::LockSupervise { parent, command } = &cli.command {
         return lock::supervise(*parent, command).await;
     }
+    if let Command::VerifyBackup { file } = &cli.command {
+        migrate::verify_backup(file)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let created = check_default_store(&g, &cli.command)?;
     let ts = open(&g, &g.implementation, &g.server_address, &g.root).await?;
-    let result = dispatch(&ts, &g, cli.command, compact).await;
+    if let Some(path) = created {
+        eprintln!(
+            "topo: created {} (the embedded default store: no --topo-global-server-address was given)",
+            path.display()
+        );
+    }
+    let result = if cli.command.is_long_running() {
+        dispatch(&ts, &g, cli.command, compact).await
+    } else {
+        let timeout = cli.action_timeout;
+        tokio::time::timeout(timeout, dispatch(&ts, &g, cli.command, compact))
+            .await
+            .unwrap_or_else(|_| {
+                Err(TopoError::Timeout(format!(
+                    "the command did not finish within --action-timeout ({timeout:?})"
+                )))
+            })
+    };
     ts.close().await;
     result
+}
+
+/// With no topology flags, `local` works on `./toposphere.db`. A read-only verb refuses to
+/// create it; any other verb may, and the path it created is returned to be reported.
+fn check_default_store(g: &GlobalArgs, command: &Command) -> Result<Option<std::path::PathBuf>> {
+    if !g.default_store || g.implementation != "local" {
+        return Ok(None);
+    }
+    let path = std::path::Path::new(&g.server_address);
+    if path.exists() {
+        return Ok(None);
+    }
+    let shown = std::env::current_dir()
+        .map(|d| d.join(path))
+        .unwrap_or_else(|_| path.to_path_buf());
+    if command.is_read_only() {
+        return Err(TopoError::FailedPrecondition(format!(
+            "no topology here: the embedded default store {} does not exist (topo demo builds \
+             one; --topo-implementation, --topo-global-server-address and --topo-global-root \
+             point topo at another topology)",
+            shown.display()
+        )));
+    }
+    Ok(Some(shown))
 }
 
 async fn dispatch(
@@ -231,7 +277,6 @@ async fn dispatch(
             };
             migrate::restore(ts, g, &file, how).await?
         }
-        C::VerifyBackup { file } => migrate::verify_backup(&file)?,
         C::Doctor { stale_after } => return doctor::run(ts, g, stale_after).await,
         C::Demo { force } => demo::run(ts, g, force).await?,
         C::Serve {
@@ -250,7 +295,7 @@ async fn dispatch(
             };
             serve::run(ts, listen, how).await?
         }
-        C::Completion { .. } | C::LockSupervise { .. } => {
+        C::Completion { .. } | C::LockSupervise { .. } | C::VerifyBackup { .. } => {
             unreachable!("handled before opening the topology")
         }
     }
