@@ -20,10 +20,18 @@ use crate::{message_descriptor, Record, Stored};
 /// Which JSON rendering.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JsonForm {
-    /// vtctldclient's default: enum numbers, unpopulated fields emitted.
+    /// Older vtctldclient releases' default (`UseEnumNumbers`): enum numbers, unpopulated
+    /// fields emitted. The golden vectors are in this form.
     Vtctld,
+    /// Newer vtctldclient releases' default (`cli.DefaultMarshalOptions`): enum names,
+    /// unpopulated fields emitted.
+    Full,
     /// Enum names, unpopulated fields omitted.
     Pretty,
+    /// Go's `encoding/json` of the generated Go struct, which vtctldclient uses for plain maps
+    /// and slices of messages: `omitempty` on every field (zero values and unset messages
+    /// left out), enums as numbers, 64-bit integers as numbers.
+    Go,
 }
 
 fn dynamic(bytes: &[u8], desc: MessageDescriptor) -> Result<DynamicMessage, TopoError> {
@@ -45,11 +53,21 @@ pub fn to_json(bytes: &[u8], type_name: &str, form: JsonForm) -> Result<Value, T
             .use_enum_numbers(true)
             .skip_default_fields(false)
             .stringify_64_bit_integers(true),
+        JsonForm::Full => SerializeOptions::new()
+            .use_proto_field_name(true)
+            .use_enum_numbers(false)
+            .skip_default_fields(false)
+            .stringify_64_bit_integers(true),
         JsonForm::Pretty => SerializeOptions::new()
             .use_proto_field_name(true)
             .use_enum_numbers(false)
             .skip_default_fields(true)
             .stringify_64_bit_integers(true),
+        JsonForm::Go => SerializeOptions::new()
+            .use_proto_field_name(true)
+            .use_enum_numbers(true)
+            .skip_default_fields(true)
+            .stringify_64_bit_integers(false),
     };
     let value = msg
         .serialize_with_options(serde_json::value::Serializer, &options)
@@ -75,7 +93,7 @@ fn arrange(value: Value, desc: &MessageDescriptor, form: JsonForm) -> Value {
                 && !field.is_list()
                 && !field.is_map()
                 && field.containing_oneof().is_none();
-            if form == JsonForm::Vtctld && unset_message {
+            if matches!(form, JsonForm::Vtctld | JsonForm::Full) && unset_message {
                 out.insert(name.to_string(), Value::Null);
             }
             continue;
@@ -153,6 +171,25 @@ pub fn message_to_json<M: Record>(msg: &M, form: JsonForm) -> Value {
 /// JSON text as vtctldclient prints it: two-space indent.
 pub fn pretty_string(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+/// JSON text as Go's `json.MarshalIndent(v, "", "  ")` writes it: two-space indent, and
+/// `<`, `>`, `&`, U+2028 and U+2029 escaped (Go escapes them for HTML safety). Those
+/// characters can only occur inside strings, so escaping them in the text is exact.
+pub fn go_string(value: &Value) -> String {
+    let text = pretty_string(value);
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Parses JSON (either form) into the bytes of a message of type `type_name`.

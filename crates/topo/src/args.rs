@@ -238,10 +238,15 @@ pub(crate) enum Command {
     #[command(name = "AddCellInfo")]
     AddCellInfo {
         /// Root of the cell's topology (required).
-        #[arg(long)]
+        #[arg(long, short = 'r')]
         root: String,
         /// Address of the cell's topology server.
-        #[arg(long = "server-address", alias = "server_address", default_value = "")]
+        #[arg(
+            long = "server-address",
+            short = 'a',
+            alias = "server_address",
+            default_value = ""
+        )]
         server_address: String,
         /// The cell.
         cell: String,
@@ -250,10 +255,15 @@ pub(crate) enum Command {
     #[command(name = "UpdateCellInfo")]
     UpdateCellInfo {
         /// New root.
-        #[arg(long, default_value = "")]
+        #[arg(long, short = 'r', default_value = "")]
         root: String,
         /// New server address.
-        #[arg(long = "server-address", alias = "server_address", default_value = "")]
+        #[arg(
+            long = "server-address",
+            short = 'a',
+            alias = "server_address",
+            default_value = ""
+        )]
         server_address: String,
         /// The cell.
         cell: String,
@@ -262,7 +272,7 @@ pub(crate) enum Command {
     #[command(name = "DeleteCellInfo", alias = "RemoveCellInfo")]
     DeleteCellInfo {
         /// Delete even if the cell serves keyspaces or cannot be reached.
-        #[arg(long)]
+        #[arg(long, short = 'f')]
         force: bool,
         /// The cell.
         cell: String,
@@ -280,7 +290,7 @@ pub(crate) enum Command {
     #[command(name = "AddCellsAlias")]
     AddCellsAlias {
         /// The cells of the alias (comma-separated or repeated).
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(long, short = 'c', value_delimiter = ',', required = true)]
         cells: Vec<String>,
         /// The alias.
         alias: String,
@@ -289,7 +299,7 @@ pub(crate) enum Command {
     #[command(name = "UpdateCellsAlias")]
     UpdateCellsAlias {
         /// The new cells.
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, short = 'c', value_delimiter = ',')]
         cells: Vec<String>,
         /// The alias.
         alias: String,
@@ -364,10 +374,10 @@ pub(crate) enum Command {
     #[command(name = "CreateShard")]
     CreateShard {
         /// Succeed when the shard exists.
-        #[arg(long)]
+        #[arg(long, short = 'f')]
         force: bool,
         /// Create the keyspace when it does not exist.
-        #[arg(long = "include-parent", alias = "include_parent")]
+        #[arg(long = "include-parent", short = 'p', alias = "include_parent")]
         include_parent: bool,
         /// <keyspace>/<shard>
         #[arg(value_parser = parse_keyspace_shard)]
@@ -461,13 +471,13 @@ pub(crate) enum Command {
     #[command(name = "SetShardTabletControl")]
     SetShardTabletControl {
         /// Cells the control applies to.
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, short = 'c', value_delimiter = ',')]
         cells: Vec<String>,
         /// Tables to deny.
         #[arg(long = "denied-tables", alias = "denied_tables", value_delimiter = ',')]
         denied_tables: Vec<String>,
         /// Remove the tables instead.
-        #[arg(long)]
+        #[arg(long, short = 'r')]
         remove: bool,
         /// <keyspace>/<shard>
         #[arg(value_parser = parse_keyspace_shard)]
@@ -528,7 +538,7 @@ pub(crate) enum Command {
     #[command(name = "RebuildKeyspaceGraph")]
     RebuildKeyspaceGraph {
         /// Cells (default: all).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, short = 'c', value_delimiter = ',')]
         cells: Vec<String>,
         /// Allow a partial SNAPSHOT keyspace.
         #[arg(long = "allow-partial", alias = "allow_partial")]
@@ -541,7 +551,7 @@ pub(crate) enum Command {
     #[command(name = "RebuildVSchemaGraph")]
     RebuildVSchemaGraph {
         /// Cells (default: all).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, short = 'c', value_delimiter = ',')]
         cells: Vec<String>,
     },
     /// Print the keyspace names of cells. Example: topo GetSrvKeyspaceNames zone1
@@ -585,6 +595,12 @@ pub(crate) enum Command {
         /// A file holding the VSchema JSON.
         #[arg(long = "vschema-file", alias = "vschema_file")]
         vschema_file: Option<PathBuf>,
+        /// VSchema DDL (`alter vschema …`): refused, topo has no SQL parser.
+        #[arg(long)]
+        sql: Option<String>,
+        /// A file of VSchema DDL: refused, topo has no SQL parser.
+        #[arg(long = "sql-file", alias = "sql_file")]
+        sql_file: Option<PathBuf>,
         /// Cells whose SrvVSchema to rebuild (default: all).
         #[arg(long, value_delimiter = ',')]
         cells: Vec<String>,
@@ -621,9 +637,6 @@ pub(crate) enum Command {
     /// Print keyspace routing rules. Example: topo GetKeyspaceRoutingRules
     #[command(name = "GetKeyspaceRoutingRules")]
     GetKeyspaceRoutingRules,
-    /// Save mirror rules. Example: topo ApplyMirrorRules --rules-file rules.json
-    #[command(name = "ApplyMirrorRules")]
-    ApplyMirrorRules(RulesArgs),
     /// Print mirror rules. Example: topo GetMirrorRules
     #[command(name = "GetMirrorRules")]
     GetMirrorRules,
@@ -946,10 +959,14 @@ impl Command {
 #[derive(Debug, Args)]
 pub(crate) struct CreateKeyspaceArgs {
     /// Succeed when the keyspace exists.
-    #[arg(long)]
+    #[arg(long, short = 'f')]
     pub(crate) force: bool,
     /// Do not create an empty VSchema.
-    #[arg(long = "allow-empty-vschema", alias = "allow_empty_vschema")]
+    #[arg(
+        long = "allow-empty-vschema",
+        short = 'e',
+        alias = "allow_empty_vschema"
+    )]
     pub(crate) allow_empty_vschema: bool,
     /// NORMAL or SNAPSHOT.
     #[arg(long = "type", default_value = "NORMAL")]
@@ -1053,19 +1070,19 @@ pub(crate) struct AddTabletArgs {
 #[derive(Debug, Args)]
 pub(crate) struct RulesArgs {
     /// The rules as JSON.
-    #[arg(long, conflicts_with = "rules_file")]
+    #[arg(long, short = 'r', conflicts_with = "rules_file")]
     pub(crate) rules: Option<String>,
     /// A file holding the rules JSON.
-    #[arg(long = "rules-file", alias = "rules_file")]
+    #[arg(long = "rules-file", short = 'f', alias = "rules_file")]
     pub(crate) rules_file: Option<PathBuf>,
     /// Cells whose SrvVSchema to rebuild (default: all).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, short = 'c', value_delimiter = ',')]
     pub(crate) cells: Vec<String>,
     /// Do not rebuild the serving VSchema.
     #[arg(long = "skip-rebuild", alias = "skip_rebuild")]
     pub(crate) skip_rebuild: bool,
     /// Check and print, do not save.
-    #[arg(long = "dry-run", alias = "dry_run")]
+    #[arg(long = "dry-run", short = 'd', alias = "dry_run")]
     pub(crate) dry_run: bool,
 }
 

@@ -241,7 +241,6 @@ async fn dispatch(
         | C::GetShardRoutingRules
         | C::ApplyKeyspaceRoutingRules(_)
         | C::GetKeyspaceRoutingRules
-        | C::ApplyMirrorRules(_)
         | C::GetMirrorRules
         | C::GetTopologyPath { .. }
         | C::WriteTopologyPath { .. }

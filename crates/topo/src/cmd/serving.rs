@@ -4,11 +4,9 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 use topo_core::{Result, TopoError, Version};
-use topo_proto::json::{decode_content, from_json, message_type_for_path, to_json};
+use topo_proto::json::{decode_content, from_json};
 use topo_proto::names::alias_string;
-use topo_proto::vschema::{
-    self, KeyspaceRoutingRules, MirrorRules, RoutingRules, ShardRoutingRules,
-};
+use topo_proto::vschema::{self, KeyspaceRoutingRules, RoutingRules, ShardRoutingRules};
 use topo_proto::Record;
 use toposphere::serving::order_and_check_partitions;
 use toposphere::{Server, GLOBAL_CELL};
@@ -16,7 +14,7 @@ use toposphere::{Server, GLOBAL_CELL};
 use crate::args::{Command, RulesArgs};
 use crate::cmd::keyspaces::{parse_vschema, rebuild_vschema_if_cells};
 use crate::cmd::read_file;
-use crate::output::{form, msg, object, print};
+use crate::output::{go_msg, msg, object, print, print_go};
 
 /// The JSON text of an Apply*Rules call.
 fn rules_json(a: &RulesArgs) -> Result<String> {
@@ -30,28 +28,81 @@ fn rules_json(a: &RulesArgs) -> Result<String> {
     }
 }
 
-/// Parses, saves (unless a dry run) and prints rules, then rebuilds the serving VSchema.
+/// The Apply*Rules verbs, which print slightly different texts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RulesKind {
+    Routing,
+    Shard,
+    Keyspace,
+}
+
+impl RulesKind {
+    fn name(self) -> &'static str {
+        match self {
+            RulesKind::Routing => "RoutingRules",
+            RulesKind::Shard => "ShardRoutingRules",
+            RulesKind::Keyspace => "KeyspaceRoutingRules",
+        }
+    }
+}
+
+/// Parses, saves (unless a dry run) and prints rules, then rebuilds the serving VSchema,
+/// printing what vtctldclient prints (routing_rules.go, shard_routing_rules.go,
+/// keyspace_routing_rules.go).
 async fn apply_rules<M: Record>(
     ts: &Server,
     a: &RulesArgs,
-    what: &str,
+    kind: RulesKind,
     compact: bool,
     save: impl AsyncFnOnce(&Server, &M) -> Result<()>,
 ) -> Result<()> {
     let rules: M = from_json(&rules_json(a)?)?;
+    let what = kind.name();
     if a.dry_run {
-        crate::out!("Dry run: would save this {what} object:");
+        crate::out!("[DRY RUN] Would have saved new {what} object:");
         print(&msg(&rules, compact));
+        if a.skip_rebuild {
+            let end = if kind == RulesKind::Routing { "" } else { "." };
+            crate::out!(
+                "[DRY RUN] Would not have rebuilt VSchema graph, would have required operator to run RebuildVSchemaGraph for changes to take effect{end}"
+            );
+        } else if a.cells.is_empty() {
+            crate::out!("[DRY RUN] Would have rebuilt the VSchema graph in all cells");
+        } else {
+            crate::out!(
+                "[DRY RUN] Would have rebuilt the VSchema graph in the following cells: {}.",
+                a.cells.join(", ")
+            );
+        }
         return Ok(());
     }
     save(ts, &rules).await?;
     if !a.skip_rebuild {
         rebuild_vschema_if_cells(ts, &a.cells).await?;
     }
+    if kind == RulesKind::Keyspace {
+        print(&object([(
+            "keyspace_routing_rules".into(),
+            msg(&rules, compact),
+        )]));
+        return Ok(());
+    }
     crate::out!("New {what} object:");
     print(&msg(&rules, compact));
+    crate::out!("{UNEXPECTED_FIELDS}");
+    if a.skip_rebuild {
+        if kind == RulesKind::Routing {
+            crate::out!("Skipping rebuild of VSchema graph, will need to run RebuildVSchemaGraph for changes to take effect.");
+        } else {
+            crate::out!("Skipping rebuild of VSchema graph as requested, you will need to run RebuildVSchemaGraph for the changes to take effect.");
+        }
+    }
     Ok(())
 }
+
+/// The line vtctldclient prints after an applied VSchema or rules object.
+const UNEXPECTED_FIELDS: &str =
+    "If this is not what you expected, check the input data (as JSON parsing will skip unexpected fields).";
 
 /// Checks that every vindex a table uses is defined (a small part of Vitess's
 /// `BuildKeyspace`).
@@ -69,6 +120,42 @@ fn check_vschema(ks: &str, vs: &vschema::Keyspace) -> Result<()> {
     Ok(())
 }
 
+/// vtctldata.TopologyCell as `MarshalJSONPretty` prints it (topology.go): enum names; every
+/// field unless `--compact`.
+fn topology_cell(
+    name: String,
+    path: &str,
+    data: String,
+    children: Vec<String>,
+    version: i64,
+    compact: bool,
+) -> Value {
+    let fields = [
+        ("name", Value::String(name)),
+        ("path", Value::String(path.to_string())),
+        ("data", Value::String(data)),
+        (
+            "children",
+            Value::Array(children.into_iter().map(Value::String).collect()),
+        ),
+        ("version", Value::String(version.to_string())),
+    ];
+    let empty = |v: &Value| match v {
+        Value::String(s) => s.is_empty() || s == "0",
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    };
+    object(
+        fields
+            .into_iter()
+            .filter(|(_, v)| !compact || !empty(v))
+            .map(|(k, v)| (k.to_string(), v)),
+    )
+}
+
+/// GetTopologyPath as vtctldclient runs it with the server's `getTopologyCell`: a file's
+/// decoded data (prototext, or JSON with --data-as-json) and version, or a directory's
+/// children; `/` lists `global` and the cells.
 async fn get_topology_path(
     ts: &Server,
     path: &str,
@@ -77,74 +164,43 @@ async fn get_topology_path(
     compact: bool,
 ) -> Result<()> {
     let trimmed = path.trim_matches('/');
-    if trimmed.is_empty() {
-        let mut children = vec![Value::String(GLOBAL_CELL.into())];
-        children.extend(
-            ts.get_cell_info_names()
-                .await?
-                .into_iter()
-                .map(Value::String),
-        );
-        print(&object([
-            ("name".into(), Value::String(String::new())),
-            ("path".into(), Value::String("/".into())),
-            ("children".into(), Value::Array(children)),
-        ]));
-        return Ok(());
-    }
-    let (cell, rel) = trimmed.split_once('/').unwrap_or((trimmed, ""));
-    let conn = ts.conn_for_cell(cell).await?;
-    let rel = format!("/{rel}");
-    let name = rel.rsplit('/').next().unwrap_or_default().to_string();
-    let read = match version {
-        Some(v) => conn
-            .get_version(&rel, &Version::new(v))
-            .await
-            .map(|b| (b, Version::new(v))),
-        None => conn.get(&rel).await,
-    };
-    match read {
-        Ok((bytes, v)) => {
-            let data = match message_type_for_path(&rel) {
-                Some(t) => to_json(&bytes, t, form(compact))?,
-                None => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
-            };
-            if data_as_json {
-                print(&data);
-            } else {
-                print(&object([
-                    ("name".into(), Value::String(name)),
-                    ("path".into(), Value::String(path.to_string())),
-                    (
-                        "data".into(),
-                        Value::String(
-                            decode_content(&rel, &bytes, true)
-                                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned()),
-                        ),
-                    ),
-                    ("children".into(), Value::Array(vec![])),
-                    ("version".into(), Value::String(v.to_string())),
-                ]));
+    let cell = if trimmed.is_empty() {
+        let mut children = vec![GLOBAL_CELL.to_string()];
+        children.extend(ts.get_cell_info_names().await?);
+        topology_cell(String::new(), path, String::new(), children, 0, compact)
+    } else {
+        let (cell, rel) = trimmed.split_once('/').unwrap_or((trimmed, ""));
+        let conn = ts.conn_for_cell(cell).await?;
+        let rel = format!("/{rel}");
+        let name = rel.rsplit('/').next().unwrap_or_default().to_string();
+        let read = match version {
+            Some(v) => conn
+                .get_version(&rel, &Version::new(v))
+                .await
+                .map(|b| (b, Version::new(v))),
+            None => conn.get(&rel).await,
+        };
+        match read {
+            Ok((bytes, v)) => {
+                let data = decode_content(&rel, &bytes, data_as_json)?;
+                if data_as_json {
+                    crate::out!("{data}");
+                    return Ok(());
+                }
+                topology_cell(name, path, data, vec![], v.raw(), compact)
             }
+            Err(e) if e.is_no_node() => {
+                let children = conn.list_dir(&rel, false).await?;
+                let names = children.into_iter().map(|c| c.name).collect();
+                topology_cell(name, path, String::new(), names, 0, compact)
+            }
+            Err(e) => return Err(e),
         }
-        Err(e) if e.is_no_node() => {
-            let children = conn.list_dir(&rel, false).await?;
-            print(&object([
-                ("name".into(), Value::String(name)),
-                ("path".into(), Value::String(path.to_string())),
-                (
-                    "children".into(),
-                    Value::Array(
-                        children
-                            .into_iter()
-                            .map(|c| Value::String(c.name))
-                            .collect(),
-                    ),
-                ),
-            ]));
-        }
-        Err(e) => return Err(e),
+    };
+    if data_as_json {
+        return Err(TopoError::invalid(format!("no data found for path {path}")));
     }
+    print(&cell);
     Ok(())
 }
 
@@ -256,57 +312,75 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
             crate::out!("RebuildVSchemaGraph: ok");
         }
         Command::GetSrvKeyspaceNames { cells } => {
+            // map[string]*NameList, marshalled with encoding/json.
             let cells = ts.cells_or_all(&cells).await?;
             let mut out = serde_json::Map::new();
             for cell in cells {
                 let names = ts.get_srv_keyspace_names(&cell).await?;
-                out.insert(
-                    cell,
+                let list = if names.is_empty() {
+                    object([])
+                } else {
                     object([(
                         "names".into(),
                         Value::Array(names.into_iter().map(Value::String).collect()),
-                    )]),
-                );
+                    )])
+                };
+                out.insert(cell, list);
             }
-            print(&Value::Object(out));
+            print_go(&Value::Object(out));
         }
         Command::GetSrvKeyspaces { keyspace, cells } => {
+            // map[string]*SrvKeyspace, marshalled with encoding/json.
             let cells = ts.cells_or_all(&cells).await?;
             let mut out = serde_json::Map::new();
             for cell in cells {
                 let v = match ts.get_srv_keyspace(&cell, &keyspace).await {
-                    Ok(s) => msg(&s, compact),
+                    Ok(s) => go_msg(&s),
                     Err(e) if e.is_no_node() => Value::Null,
                     Err(e) => return Err(e),
                 };
                 out.insert(cell, v);
             }
-            print(&Value::Object(out));
+            print_go(&Value::Object(out));
         }
         Command::GetSrvVSchema { cell } => print(&msg(&ts.get_srv_vschema(&cell).await?, compact)),
         Command::GetSrvVSchemas { cells } => {
+            // map[string]*SrvVSchema, marshalled with encoding/json; `[]` when empty.
             let cells = ts.cells_or_all(&cells).await?;
             let mut out = serde_json::Map::new();
             for cell in cells {
                 match ts.get_srv_vschema(&cell).await {
                     Ok(s) => {
-                        out.insert(cell, msg(&s, compact));
+                        out.insert(cell, go_msg(&s));
                     }
                     Err(e) if e.is_no_node() => {}
                     Err(e) => return Err(e),
                 }
             }
-            print(&Value::Object(out));
+            if out.is_empty() {
+                crate::out!("[]");
+            } else {
+                print_go(&Value::Object(out));
+            }
         }
         Command::DeleteSrvVSchema { cell } => ts.delete_srv_vschema(&cell).await?,
         Command::ApplyVSchema {
             vschema,
             vschema_file,
+            sql,
+            sql_file,
             cells,
             skip_rebuild,
             dry_run,
             keyspace,
         } => {
+            if sql.is_some() || sql_file.is_some() {
+                return Err(TopoError::invalid(
+                    "ApplyVSchema --sql/--sql-file: topo cannot parse VSchema DDL (Vitess's SQL \
+                     parser is not part of topo); give the VSchema as JSON with --vschema or \
+                     --vschema-file",
+                ));
+            }
             let json = match (vschema, vschema_file) {
                 (Some(v), None) => v,
                 (None, Some(f)) => String::from_utf8(read_file(&f)?).map_err(|_| {
@@ -321,18 +395,15 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
             ts.get_keyspace(&keyspace).await?;
             let vs = parse_vschema(&json)?;
             check_vschema(&keyspace, &vs)?;
-            if dry_run {
-                crate::out!(
-                    "Dry run: skipping the update of the VSchema. New VSchema object would be:"
-                );
-            } else {
+            if !dry_run {
                 ts.save_vschema(&keyspace, &vs, None).await?;
                 if !skip_rebuild {
                     rebuild_vschema_if_cells(ts, &cells).await?;
                 }
-                crate::out!("New VSchema object:");
             }
+            crate::out!("New VSchema object:");
             print(&msg(&vs.msg, compact));
+            crate::out!("{UNEXPECTED_FIELDS}");
         }
         Command::GetVSchema { keyspace } => {
             print(&msg(&ts.get_vschema(&keyspace).await?.value.msg, compact))
@@ -341,7 +412,7 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
             apply_rules(
                 ts,
                 &a,
-                "RoutingRules",
+                RulesKind::Routing,
                 compact,
                 async |ts: &Server, r: &RoutingRules| ts.save_routing_rules(r).await,
             )
@@ -352,7 +423,7 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
             apply_rules(
                 ts,
                 &a,
-                "ShardRoutingRules",
+                RulesKind::Shard,
                 compact,
                 async |ts: &Server, r: &ShardRoutingRules| ts.save_shard_routing_rules(r).await,
             )
@@ -363,7 +434,7 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
             apply_rules(
                 ts,
                 &a,
-                "KeyspaceRoutingRules",
+                RulesKind::Keyspace,
                 compact,
                 async |ts: &Server, r: &KeyspaceRoutingRules| {
                     ts.save_keyspace_routing_rules(r).await
@@ -375,16 +446,6 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
             &ts.get_keyspace_routing_rules().await?.unwrap_or_default(),
             compact,
         )),
-        Command::ApplyMirrorRules(a) => {
-            apply_rules(
-                ts,
-                &a,
-                "MirrorRules",
-                compact,
-                async |ts: &Server, r: &MirrorRules| ts.save_mirror_rules(r).await,
-            )
-            .await?
-        }
         Command::GetMirrorRules => print(&msg(&ts.get_mirror_rules().await?, compact)),
         Command::GetTopologyPath {
             version,

@@ -10,7 +10,7 @@ use topo_proto::topodata::{Tablet, TabletType};
 use toposphere::{Server, TabletInfo};
 
 use crate::args::{AddTabletArgs, Command, GetTabletsArgs};
-use crate::output::{msg, object, print};
+use crate::output::{go_msg, msg, object, print, print_go};
 
 fn term_start(t: &Tablet) -> Option<i64> {
     t.primary_term_start_time
@@ -18,31 +18,79 @@ fn term_start(t: &Tablet) -> Option<i64> {
         .map(|ts| ts.seconds * 1_000_000_000 + i64::from(ts.nanoseconds))
 }
 
-/// One `--format awk` line: `alias keyspace shard type host:vtport mysqlhost:port [tags]
-/// primary_term_start`.
+/// A string as Go's `%q` writes it: double-quoted, with `\\`, `\"`, `\n`-style escapes and
+/// `\xNN` / `\uNNNN` for other control and unprintable characters.
+fn go_quote(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{b}' => out.push_str("\\v"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `host:port` as Go's `net.JoinHostPort` writes it (IPv6 hosts in brackets).
+fn join_host_port(host: &str, port: i32) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// One `--format awk` line, as `cli.MarshalTabletAWK` (awk.go) writes it: `alias keyspace
+/// shard type host:vtport mysqlhost:port [k: "v" …] primary_term_start`, `<null>` for an
+/// empty keyspace, shard or term start.
 fn awk_line(t: &Tablet, shown_type: TabletType) -> String {
     let alias = t.alias.as_ref().map(alias_string).unwrap_or_default();
     let vt = t.port_map.get("vt").copied().unwrap_or(0);
-    let tags: Vec<String> = t.tags.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    let mut tags: Vec<String> = t
+        .tags
+        .iter()
+        .map(|(k, v)| format!("{k}: {}", go_quote(v)))
+        .collect();
+    tags.sort();
+    let or_null = |s: &str| {
+        if s.is_empty() {
+            "<null>".to_string()
+        } else {
+            s.to_string()
+        }
+    };
     let start = t
         .primary_term_start_time
         .as_ref()
+        .filter(|s| s.seconds > 0)
         .and_then(|s| chrono::DateTime::from_timestamp(s.seconds, s.nanoseconds.max(0) as u32))
         .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_else(|| "<null>".into());
     format!(
-        "{alias} {} {} {} {}:{vt} {}:{} [{}] {start}",
-        t.keyspace,
-        t.shard,
+        "{alias} {} {} {} {} {} [{}] {start}",
+        or_null(&t.keyspace),
+        or_null(&t.shard),
         shown_type.as_str_name().to_ascii_lowercase(),
-        t.hostname,
-        t.mysql_hostname,
-        t.mysql_port,
+        join_host_port(&t.hostname, vt),
+        join_host_port(&t.mysql_hostname, t.mysql_port),
         tags.join(" ")
     )
 }
 
-async fn get_tablets(ts: &Server, a: GetTabletsArgs, compact: bool) -> Result<ExitCode> {
+async fn get_tablets(ts: &Server, a: GetTabletsArgs) -> Result<ExitCode> {
     let type_filter = a
         .tablet_type
         .as_deref()
@@ -125,15 +173,16 @@ async fn get_tablets(ts: &Server, a: GetTabletsArgs, compact: bool) -> Result<Ex
             }
         }
         "json" => {
+            // The []*Tablet slice, marshalled with encoding/json.
             let list = tablets
                 .iter()
                 .map(|t| {
                     let mut tablet = t.tablet.msg.clone();
                     tablet.r#type = shown(t) as i32;
-                    msg(&tablet, compact)
+                    go_msg(&tablet)
                 })
                 .collect();
-            print(&Value::Array(list));
+            print_go(&Value::Array(list));
         }
         other => {
             return Err(TopoError::invalid(format!(
@@ -218,7 +267,7 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
             let t = ts.get_tablet(&parse_alias(&alias)?).await?;
             print(&msg(&t.tablet.msg, compact));
         }
-        Command::GetTablets(a) => return get_tablets(ts, a, compact).await,
+        Command::GetTablets(a) => return get_tablets(ts, a).await,
         Command::DeleteTablets {
             allow_primary,
             aliases,
