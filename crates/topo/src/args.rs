@@ -663,9 +663,47 @@ pub(crate) enum Command {
         /// Local file.
         file: PathBuf,
     },
-    /// Check the topology's consistency. Example: topo Validate
+    /// Check the whole topology as Vitess's Validate does, without asking tablets: each
+    /// shard has one PRIMARY, the shard record's; every listed tablet has a valid record.
+    /// Exit status 1 when a problem is found. Example: topo Validate
     #[command(name = "Validate")]
-    Validate,
+    Validate {
+        /// Refused: pinging tablets needs a vtctld; topo reads only the topology.
+        #[arg(long = "ping-tablets", short = 'p')]
+        ping_tablets: bool,
+    },
+    /// Check one keyspace as Vitess's ValidateKeyspace does (topology checks only).
+    /// Example: topo ValidateKeyspace customer
+    #[command(name = "ValidateKeyspace")]
+    ValidateKeyspace {
+        /// Refused: pinging tablets needs a vtctld; topo reads only the topology.
+        #[arg(long = "ping-tablets", short = 'p')]
+        ping_tablets: bool,
+        /// The keyspace.
+        keyspace: String,
+    },
+    /// Check one shard as Vitess's ValidateShard does (topology checks only).
+    /// Example: topo ValidateShard customer/-80
+    #[command(name = "ValidateShard")]
+    ValidateShard {
+        /// Refused: pinging tablets needs a vtctld; topo reads only the topology.
+        #[arg(long = "ping-tablets", short = 'p')]
+        ping_tablets: bool,
+        /// <keyspace>/<shard>
+        #[arg(value_parser = parse_keyspace_shard)]
+        shard: (String, String),
+    },
+    /// Print the names of N equal shards (no topology needed). Example: topo GenerateShardRanges 4
+    #[command(name = "GenerateShardRanges")]
+    GenerateShardRanges {
+        /// The number of shards.
+        #[arg(allow_hyphen_values = true)]
+        num_shards: String,
+    },
+    /// Update a keyspace's tablet throttler configuration, in its record and every cell's
+    /// SrvKeyspace. Example: topo UpdateThrottlerConfig --enable --threshold 5 customer
+    #[command(name = "UpdateThrottlerConfig")]
+    UpdateThrottlerConfig(UpdateThrottlerConfigArgs),
     /// Print topology files (wildcards per path element). Example: topo TopoCat --decode-proto /keyspaces/*/Keyspace
     #[command(name = "TopoCat")]
     TopoCat {
@@ -928,6 +966,8 @@ impl Command {
                 | C::GetMirrorRules
                 | C::GetTopologyPath { .. }
                 | C::Validate { .. }
+                | C::ValidateKeyspace { .. }
+                | C::ValidateShard { .. }
                 | C::TopoCat { .. }
                 | C::TopoLs { .. }
                 | C::Cat { .. }
@@ -1084,6 +1124,47 @@ pub(crate) struct RulesArgs {
     /// Check and print, do not save.
     #[arg(long = "dry-run", short = 'd', alias = "dry_run")]
     pub(crate) dry_run: bool,
+}
+
+/// UpdateThrottlerConfig's arguments (vtctldclient's throttler.go flags for the topology).
+#[derive(Debug, Args)]
+pub(crate) struct UpdateThrottlerConfigArgs {
+    /// Enable the throttler.
+    #[arg(long)]
+    pub(crate) enable: bool,
+    /// Disable the throttler.
+    #[arg(long)]
+    pub(crate) disable: bool,
+    /// Threshold of the default check (replication lag seconds) or the custom query; only a
+    /// value above 0 is applied, as in Vitess.
+    #[arg(long)]
+    pub(crate) threshold: Option<f64>,
+    /// Custom throttler check query (given, even empty, it replaces the current one).
+    #[arg(long = "custom-query")]
+    pub(crate) custom_query: Option<String>,
+    /// /throttler/check requests behave as /throttler/check-self.
+    #[arg(long = "check-as-check-self")]
+    pub(crate) check_as_check_self: bool,
+    /// /throttler/check requests behave as usual.
+    #[arg(long = "check-as-check-shard")]
+    pub(crate) check_as_check_shard: bool,
+    /// Throttle this app.
+    #[arg(long = "throttle-app")]
+    pub(crate) throttle_app: Option<String>,
+    /// Stop throttling this app.
+    #[arg(long = "unthrottle-app")]
+    pub(crate) unthrottle_app: Option<String>,
+    /// Ratio of the throttled app's requests to refuse, 0 to 1.
+    #[arg(long = "throttle-app-ratio", default_value_t = 1.0)]
+    pub(crate) throttle_app_ratio: f64,
+    /// How long the app stays throttled.
+    #[arg(long = "throttle-app-duration", default_value = "1h", value_parser = parse_duration)]
+    pub(crate) throttle_app_duration: Duration,
+    /// Exempt the app from throttling instead.
+    #[arg(long = "throttle-app-exempt")]
+    pub(crate) throttle_app_exempt: bool,
+    /// The keyspace.
+    pub(crate) keyspace: String,
 }
 
 /// topo2topo's arguments (Vitess's flags, both spellings).

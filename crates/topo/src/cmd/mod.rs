@@ -138,6 +138,10 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         migrate::verify_backup(file)?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::GenerateShardRanges { num_shards } = &cli.command {
+        serving::generate_shard_ranges(num_shards)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let created = check_default_store(&g, &cli.command)?;
     let ts = open(&g, &g.implementation, &g.server_address, &g.root).await?;
     if let Some(path) = created {
@@ -244,7 +248,10 @@ async fn dispatch(
         | C::GetMirrorRules
         | C::GetTopologyPath { .. }
         | C::WriteTopologyPath { .. }
-        | C::Validate => return serving::run(ts, command, compact).await,
+        | C::Validate { .. }
+        | C::ValidateKeyspace { .. }
+        | C::ValidateShard { .. }
+        | C::UpdateThrottlerConfig(_) => return serving::run(ts, command, compact).await,
         C::TopoCat { .. }
         | C::TopoLs { .. }
         | C::TopoCp { .. }
@@ -294,7 +301,10 @@ async fn dispatch(
             };
             serve::run(ts, listen, how).await?
         }
-        C::Completion { .. } | C::LockSupervise { .. } | C::VerifyBackup { .. } => {
+        C::Completion { .. }
+        | C::LockSupervise { .. }
+        | C::VerifyBackup { .. }
+        | C::GenerateShardRanges { .. } => {
             unreachable!("handled before opening the topology")
         }
     }

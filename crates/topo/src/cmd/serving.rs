@@ -5,13 +5,14 @@ use std::process::ExitCode;
 use serde_json::Value;
 use topo_core::{Result, TopoError, Version};
 use topo_proto::json::{decode_content, from_json};
-use topo_proto::names::alias_string;
+use topo_proto::topodata::ThrottledAppRule;
 use topo_proto::vschema::{self, KeyspaceRoutingRules, RoutingRules, ShardRoutingRules};
+use topo_proto::vttime;
 use topo_proto::Record;
-use toposphere::serving::order_and_check_partitions;
+use toposphere::validate::KeyspaceResults;
 use toposphere::{Server, GLOBAL_CELL};
 
-use crate::args::{Command, RulesArgs};
+use crate::args::{Command, RulesArgs, UpdateThrottlerConfigArgs};
 use crate::cmd::keyspaces::{parse_vschema, rebuild_vschema_if_cells};
 use crate::cmd::read_file;
 use crate::output::{go_msg, msg, object, print, print_go};
@@ -204,91 +205,139 @@ async fn get_topology_path(
     Ok(())
 }
 
-/// Vitess's topology-only `Validate` checks; every problem found is printed.
-async fn validate(ts: &Server) -> Result<Vec<String>> {
-    let mut problems = Vec::new();
-    for ks in ts.get_keyspaces().await? {
-        if let Err(e) = ts.get_keyspace(&ks).await {
-            problems.push(format!("keyspace {ks}: {e}"));
+/// What --ping-tablets would need, refused.
+fn refuse_ping_tablets(ping_tablets: bool) -> Result<()> {
+    if ping_tablets {
+        return Err(TopoError::invalid(
+            "--ping-tablets: topo reads only the topology and cannot reach tablets; run the \
+             verb without it for the topology checks, and vtctldclient --server <vtctld> for \
+             the tablet checks",
+        ));
+    }
+    Ok(())
+}
+
+/// `- <problem>` lines, as vtctldclient's validate.go writes them.
+fn result_lines(results: &[String], out: &mut String) {
+    for r in results {
+        out.push_str(&format!("- {r}\n"));
+    }
+}
+
+/// validate.go's `consumeKeyspaceValidationResults`, shards in name order (Go walks the map
+/// in random order).
+fn keyspace_report(ks: &str, found: &KeyspaceResults) -> String {
+    let mut out = String::new();
+    result_lines(&found.results, &mut out);
+    for (shard, results) in &found.by_shard {
+        if results.is_empty() {
             continue;
         }
-        let shards = match ts.find_all_shards_in_keyspace(&ks).await {
-            Ok(s) => s,
-            Err(e) => {
-                problems.push(format!("keyspace {ks}: cannot read its shards: {e}"));
-                continue;
-            }
-        };
-        let cells = ts.get_cell_info_names().await?;
-        for name in shards.keys() {
-            for cell in &cells {
-                let Ok(sr) = ts.get_shard_replication(cell, &ks, name).await else {
-                    continue;
-                };
-                for alias in sr
-                    .value
-                    .nodes
-                    .iter()
-                    .filter_map(|n| n.tablet_alias.as_ref())
-                {
-                    match ts.get_tablet(alias).await {
-                        Ok(t) if t.tablet.keyspace == ks && &t.tablet.shard == name => {}
-                        Ok(_) => problems.push(format!(
-                            "replication graph of {ks}/{name} in {cell} lists {}, which belongs to another shard",
-                            alias_string(alias)
-                        )),
-                        Err(e) => problems.push(format!(
-                            "replication graph of {ks}/{name} in {cell} lists {}: {e}",
-                            alias_string(alias)
-                        )),
-                    }
-                }
-            }
-        }
-        for (name, si) in &shards {
-            if let Some(p) = &si.shard.primary_alias {
-                match ts.get_tablet(p).await {
-                    Ok(t) if t.tablet.keyspace == ks && &t.tablet.shard == name => {}
-                    Ok(_) => problems.push(format!(
-                        "shard {ks}/{name}: primary {} belongs to another shard",
-                        alias_string(p)
-                    )),
-                    Err(e) => problems.push(format!(
-                        "shard {ks}/{name}: primary {}: {e}",
-                        alias_string(p)
-                    )),
-                }
-            }
-        }
+        out.push_str(&format!("\nFor {ks}/{shard}:\n"));
+        result_lines(results, &mut out);
     }
-    for cell in ts.get_cell_info_names().await? {
-        let tablets = match ts.get_tablets_by_cell(&cell, None, None).await {
-            Ok(t) => t,
-            Err(e) => {
-                problems.push(format!("cell {cell}: cannot read its tablets: {e}"));
-                continue;
-            }
-        };
-        for t in &tablets {
-            if let Some(a) = &t.tablet.alias {
-                if let Err(e) = ts.validate_tablet(a).await {
-                    problems.push(format!("tablet {}: {e}", t.alias()));
-                }
-            }
-        }
-        for ks in ts.get_srv_keyspace_names(&cell).await.unwrap_or_default() {
-            match ts.get_srv_keyspace(&cell, &ks).await {
-                Ok(mut srv) => {
-                    if let Err(e) = order_and_check_partitions(&ks, &mut srv) {
-                        problems.push(format!("cell {cell}: {e}"));
-                    }
-                }
-                Err(e) if e.is_no_node() => {}
-                Err(e) => problems.push(format!("cell {cell}: SrvKeyspace {ks}: {e}")),
-            }
-        }
+    out
+}
+
+/// Prints `Validation results:` and the report and returns vtctldclient's error, or prints
+/// `ok` when the report is empty.
+fn finish_validation(report: String, ok: String, error: String) -> Result<()> {
+    if report.is_empty() {
+        crate::out!("{ok}");
+        return Ok(());
     }
-    Ok(problems)
+    crate::out!("Validation results:\n{}", report.trim_end_matches('\n'));
+    Err(TopoError::FailedPrecondition(error))
+}
+
+/// GenerateShardRanges: the shard names as Go's encoding/json prints a string slice.
+pub(crate) fn generate_shard_ranges(num_shards: &str) -> Result<()> {
+    let n: i64 = num_shards.parse().map_err(|_| {
+        TopoError::invalid(format!(
+            "GenerateShardRanges: {num_shards:?} is not a number of shards"
+        ))
+    })?;
+    let names = toposphere::names::generate_shard_ranges(n)?;
+    print_go(&Value::Array(
+        names.into_iter().map(Value::String).collect(),
+    ));
+    Ok(())
+}
+
+/// UpdateThrottlerConfig: checks the flags as Vitess does, then updates the keyspace and
+/// its SrvKeyspaces. Prints nothing, as vtctldclient.
+async fn update_throttler_config(ts: &Server, a: UpdateThrottlerConfigArgs) -> Result<()> {
+    if a.enable && a.disable {
+        return Err(TopoError::invalid(
+            "--enable and --disable are mutually exclusive",
+        ));
+    }
+    if a.check_as_check_self && a.check_as_check_shard {
+        return Err(TopoError::invalid(
+            "--check-as-check-self and --check-as-check-shard are mutually exclusive",
+        ));
+    }
+    if a.throttle_app.is_some() && a.unthrottle_app.is_some() {
+        return Err(TopoError::invalid(
+            "throttle-app and unthrottle-app are mutually exclusive",
+        ));
+    }
+    if !(0.0..=1.0).contains(&a.throttle_app_ratio) {
+        return Err(TopoError::invalid(format!(
+            "--throttle-app-ratio {}: must be between 0 and 1",
+            a.throttle_app_ratio
+        )));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let app = match (&a.throttle_app, &a.unthrottle_app) {
+        (Some(name), _) => Some((name.clone(), Some(now + a.throttle_app_duration))),
+        (None, Some(name)) => Some((name.clone(), None)),
+        (None, None) => None,
+    };
+    ts.update_throttler_config(&a.keyspace, |c| {
+        if let Some(q) = &a.custom_query {
+            c.custom_query = q.clone();
+        }
+        if let Some(t) = a.threshold.filter(|t| *t > 0.0) {
+            c.threshold = t;
+        }
+        if a.enable {
+            c.enabled = true;
+        }
+        if a.disable {
+            c.enabled = false;
+        }
+        if a.check_as_check_self {
+            c.check_as_check_self = true;
+        }
+        if a.check_as_check_shard {
+            c.check_as_check_self = false;
+        }
+        match &app {
+            Some((name, Some(expires))) => {
+                c.throttled_apps.insert(
+                    name.clone(),
+                    ThrottledAppRule {
+                        name: name.clone(),
+                        ratio: a.throttle_app_ratio,
+                        expires_at: Some(vttime::Time {
+                            seconds: expires.as_secs() as i64,
+                            nanoseconds: expires.subsec_nanos() as i32,
+                        }),
+                        exempt: a.throttle_app_exempt,
+                    },
+                );
+            }
+            Some((name, None)) => {
+                c.throttled_apps.remove(name);
+            }
+            None => {}
+        }
+    })
+    .await?;
+    Ok(())
 }
 
 pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<ExitCode> {
@@ -459,16 +508,49 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
                 .update(&path, &bytes, None)
                 .await?;
         }
-        Command::Validate => {
-            let problems = validate(ts).await?;
-            print(&object([(
-                "results".into(),
-                Value::Array(problems.iter().cloned().map(Value::String).collect()),
-            )]));
-            if !problems.is_empty() {
-                return Ok(ExitCode::from(2));
+        Command::Validate { ping_tablets } => {
+            refuse_ping_tablets(ping_tablets)?;
+            let found = ts.validate_all().await;
+            let mut report = String::new();
+            result_lines(&found.results, &mut report);
+            for (ks, ks_found) in &found.by_keyspace {
+                let ks_report = keyspace_report(ks, ks_found);
+                if !ks_report.is_empty() {
+                    report.push_str(&format!("\nFor {ks}:\n{ks_report}"));
+                }
             }
+            finish_validation(
+                report,
+                "Validation complete; no issues found.".into(),
+                "some issues were found during validation; see above for details".into(),
+            )?
         }
+        Command::ValidateKeyspace {
+            ping_tablets,
+            keyspace,
+        } => {
+            refuse_ping_tablets(ping_tablets)?;
+            let found = ts.validate_keyspace(&keyspace).await;
+            finish_validation(
+                keyspace_report(&keyspace, &found),
+                format!("Validation of {keyspace} complete; no issues found."),
+                format!("keyspace {keyspace} had validation issues; see above for details"),
+            )?
+        }
+        Command::ValidateShard {
+            ping_tablets,
+            shard: (ks, shard),
+        } => {
+            refuse_ping_tablets(ping_tablets)?;
+            let mut report = String::new();
+            result_lines(&ts.validate_shard(&ks, &shard).await, &mut report);
+            finish_validation(
+                report,
+                format!("Validation of {ks}/{shard} complete; no issues found."),
+                format!("shard {ks}/{shard} had validation issues; see above for details"),
+            )?
+        }
+        Command::UpdateThrottlerConfig(a) => update_throttler_config(ts, a).await?,
         other => unreachable!("not a serving command: {other:?}"),
     }
     Ok(ExitCode::SUCCESS)
