@@ -8,6 +8,15 @@ use clap::{Args, Parser, Subcommand};
 
 use topo_core::duration::parse as parse_duration;
 
+/// The exit statuses, shown at the end of `topo --help` (the README lists the same).
+const EXIT_CODES: &str = "Exit status:
+  0  success
+  1  an error (named on stderr), Validate* found problems, or a confirmation was refused
+  2  a usage error: unknown verb or flag, bad flag value, --server other than internal
+  3  GetTablets printed partial results: some cells could not be read
+  125, 126, 127, 128+N  topo lock: the lock was lost, the command could not be run, or it
+     was killed by signal N (otherwise the command's own status)";
+
 /// The Toposphere command line: Vitess topology administration.
 ///
 /// Without topology flags it works on the embedded store at ./toposphere.db (implementation
@@ -15,7 +24,7 @@ use topo_core::duration::parse as parse_duration;
 /// --topo-global-server-address and --topo-global-root (or TOPO_IMPLEMENTATION,
 /// TOPO_GLOBAL_SERVER_ADDRESS, TOPO_GLOBAL_ROOT). Command names match case-insensitively.
 #[derive(Debug, Parser)]
-#[command(name = "topo", version, max_term_width = 100)]
+#[command(name = "topo", version, max_term_width = 100, after_help = EXIT_CODES)]
 pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) global: GlobalArgs,
@@ -658,6 +667,9 @@ pub(crate) enum Command {
         /// The cell (global or a cell).
         #[arg(long, default_value = "global")]
         cell: String,
+        /// Write bytes that do not decode as the record the path names.
+        #[arg(long)]
+        raw: bool,
         /// Topology path.
         path: String,
         /// Local file.
@@ -748,6 +760,9 @@ pub(crate) enum Command {
         /// Copy from a local file to the topology.
         #[arg(long = "to_topo", alias = "to-topo")]
         to_topo: bool,
+        /// With --to_topo: write bytes that do not decode as the record the path names.
+        #[arg(long)]
+        raw: bool,
         /// Source.
         src: String,
         /// Destination.
@@ -759,9 +774,15 @@ pub(crate) enum Command {
         /// The cell (global or a cell).
         #[arg(long, default_value = "global")]
         cell: String,
-        /// Delete everything under each path.
+        /// Delete everything under each path (listed first, and confirmed on a terminal).
         #[arg(short = 'r', long)]
         recursive: bool,
+        /// With -r: allow the root or a whole top-level directory (`/`, `/keyspaces`).
+        #[arg(long)]
+        force: bool,
+        /// With -r: do not ask for confirmation (needed when stdin is not a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
         /// Paths.
         #[arg(required = true)]
         paths: Vec<String>,
@@ -868,9 +889,13 @@ pub(crate) enum Command {
     /// Restore a backup into the configured topology. Example: topo restore topo-backup.json
     #[command(name = "restore")]
     Restore {
-        /// Restore into a topology that already holds data.
+        /// Restore into a topology that already holds data (what is there is listed, and
+        /// confirmed on a terminal).
         #[arg(long)]
         force: bool,
+        /// With --force: do not ask for confirmation (needed when stdin is not a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
         /// Keep the cell records' server addresses from the backup (default: point every
         /// cell at the target's global server address).
         #[arg(long = "keep-cell-addresses")]

@@ -500,7 +500,17 @@ fn raw_access_verbs() {
         &["wait", "--timeout", "300ms", "/metadata/absent"],
         "did not exist",
     );
-    env.ok(&["TopoRm", "-r", "/metadata"]);
+    env.fails(&["TopoRm", "-r", "--yes", "/metadata"], "pass --force");
+    env.fails(
+        &["rm", "-r", "/"],
+        "refusing to delete everything under \"/\"",
+    );
+    env.ok(&["touch", "/metadata/more/inner"]);
+    env.fails(&["rm", "-r", "/metadata/more"], "pass --yes");
+    env.ok(&["stat", "/metadata/more/inner"]);
+    env.ok(&["rm", "-r", "--yes", "/metadata/more"]);
+    env.fails(&["stat", "/metadata/more/inner"], "node doesn't exist");
+    env.ok(&["TopoRm", "-r", "--force", "--yes", "/metadata"]);
     env.fails(&["stat", "/metadata/marker"], "node doesn't exist");
     env.ok(&["rm", "/keyspaces/ks3/Keyspace"]);
     // `lock` runs the command under the lock and exits with its code.

@@ -134,3 +134,83 @@ fn action_timeout_bounds_the_whole_command() {
     let _ = holder.kill();
     let _ = holder.wait();
 }
+
+#[test]
+fn writes_refuse_bytes_that_are_not_the_record_the_path_names() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["CreateKeyspace", "commerce"]);
+    // 300 bytes that are no protobuf message (a varint key with an invalid wire type 7).
+    let junk: Vec<u8> = (0..300u32)
+        .map(|i| {
+            if i % 2 == 0 {
+                0x0f
+            } else {
+                (i * 37 % 251) as u8
+            }
+        })
+        .collect();
+    std::fs::write(dir.path().join("junk"), &junk).unwrap();
+    let err = exits(
+        dir.path(),
+        1,
+        &["WriteTopologyPath", "/keyspaces/commerce/Keyspace", "junk"],
+    );
+    assert!(
+        err.contains("refusing to write /keyspaces/commerce/Keyspace")
+            && err.contains("topodata.Keyspace")
+            && err.contains("--raw"),
+        "{err}"
+    );
+    let err = exits(
+        dir.path(),
+        1,
+        &[
+            "TopoCp",
+            "--to_topo",
+            "junk",
+            "/keyspaces/commerce/Keyspace",
+        ],
+    );
+    assert!(
+        err.contains("junk does not hold a topodata.Keyspace record"),
+        "{err}"
+    );
+    // Nothing was written: the keyspace still reads.
+    ok(dir.path(), &["GetKeyspace", "commerce"]);
+    // A path with no record type takes any bytes; --raw writes them anyway.
+    ok(dir.path(), &["WriteTopologyPath", "/metadata/blob", "junk"]);
+    ok(
+        dir.path(),
+        &[
+            "WriteTopologyPath",
+            "--raw",
+            "/keyspaces/commerce/Keyspace",
+            "junk",
+        ],
+    );
+    let err = exits(dir.path(), 1, &["GetKeyspace", "commerce"]);
+    assert!(err.contains("commerce"), "{err}");
+}
+
+#[test]
+fn restore_force_lists_the_target_and_needs_yes_without_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["CreateKeyspace", "commerce"]);
+    ok(dir.path(), &["backup", "topo.json"]);
+    let err = exits(dir.path(), 1, &["restore", "--force", "topo.json"]);
+    assert!(
+        err.contains("which holds: keyspaces") && err.contains("pass --yes"),
+        "{err}"
+    );
+    let out = ok(dir.path(), &["restore", "--force", "--yes", "topo.json"]);
+    assert!(out.starts_with("Restored and verified"), "{out}");
+}
+
+#[test]
+fn exit_codes_are_documented_in_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = ok(dir.path(), &["--help"]);
+    for line in ["0  ", "1  ", "2  ", "3  ", "125"] {
+        assert!(help.contains(line), "{line:?} missing from:\n{help}");
+    }
+}

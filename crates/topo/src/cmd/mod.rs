@@ -108,6 +108,50 @@ fn enclosing_lock_fence(
     }
 }
 
+/// Asks before a destructive step: prints `what` on stderr, then goes on with `--yes`, asks
+/// `Proceed? [y/N]` on a terminal, and refuses when stdin is not a terminal.
+pub(crate) fn confirm(what: &str, yes: bool) -> Result<()> {
+    use std::io::IsTerminal;
+    eprintln!("{what}");
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(TopoError::precondition(
+            "not confirmed: stdin is not a terminal to ask on; pass --yes to go on",
+        ));
+    }
+    eprint!("Proceed? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| TopoError::precondition(format!("cannot read the answer: {e}")))?;
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        Err(TopoError::precondition("cancelled: nothing was changed"))
+    }
+}
+
+/// Refuses bytes for a topology path that names a record type (`…/Keyspace`, `…/Shard`…)
+/// when they do not decode as that record, unless `raw`.
+pub(crate) fn check_record_bytes(path: &str, bytes: &[u8], source: &str, raw: bool) -> Result<()> {
+    if raw {
+        return Ok(());
+    }
+    let Some(type_name) = topo_proto::json::message_type_for_path(path) else {
+        return Ok(());
+    };
+    topo_proto::json::to_json(bytes, type_name, topo_proto::json::JsonForm::Pretty)
+        .map(|_| ())
+        .map_err(|e| {
+            TopoError::invalid(format!(
+                "refusing to write {path}: {source} does not hold a {type_name} record ({e}); \
+                 --raw writes the bytes anyway"
+            ))
+        })
+}
+
 /// Reads a file the user named, with its path in the error.
 pub(crate) fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
     std::fs::read(path)
@@ -270,6 +314,7 @@ async fn dispatch(
         C::Backup { file } => migrate::backup(ts, &file).await?,
         C::Restore {
             force,
+            yes,
             keep_cell_addresses,
             skip_too_large,
             concurrency,
@@ -277,6 +322,7 @@ async fn dispatch(
         } => {
             let how = migrate::RestoreOptions {
                 force,
+                yes,
                 keep_cell_addresses,
                 skip_too_large,
                 concurrency,

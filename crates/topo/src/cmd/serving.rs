@@ -14,7 +14,7 @@ use toposphere::{Server, GLOBAL_CELL};
 
 use crate::args::{Command, RulesArgs, UpdateThrottlerConfigArgs};
 use crate::cmd::keyspaces::{parse_vschema, rebuild_vschema_if_cells};
-use crate::cmd::read_file;
+use crate::cmd::{check_record_bytes, read_file};
 use crate::output::{go_msg, msg, object, print, print_go};
 
 /// The JSON text of an Apply*Rules call.
@@ -501,8 +501,14 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
             data_as_json,
             path,
         } => get_topology_path(ts, &path, version, data_as_json, compact).await?,
-        Command::WriteTopologyPath { cell, path, file } => {
+        Command::WriteTopologyPath {
+            cell,
+            raw,
+            path,
+            file,
+        } => {
             let bytes = read_file(&file)?;
+            check_record_bytes(&path, &bytes, &file.display().to_string(), raw)?;
             ts.conn_for_cell(&cell)
                 .await?
                 .update(&path, &bytes, None)
