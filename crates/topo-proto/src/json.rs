@@ -28,6 +28,9 @@ pub enum JsonForm {
     Full,
     /// Enum names, unpopulated fields omitted.
     Pretty,
+    /// Go's `protojson.Marshal` with its default options (Vitess's `topo.DecodeContent`):
+    /// lowerCamelCase JSON names, enum names, unpopulated fields omitted.
+    Protojson,
     /// Go's `encoding/json` of the generated Go struct, which vtctldclient uses for plain maps
     /// and slices of messages: `omitempty` on every field (zero values and unset messages
     /// left out), enums as numbers, 64-bit integers as numbers.
@@ -63,6 +66,11 @@ pub fn to_json(bytes: &[u8], type_name: &str, form: JsonForm) -> Result<Value, T
             .use_enum_numbers(false)
             .skip_default_fields(true)
             .stringify_64_bit_integers(true),
+        JsonForm::Protojson => SerializeOptions::new()
+            .use_proto_field_name(false)
+            .use_enum_numbers(false)
+            .skip_default_fields(true)
+            .stringify_64_bit_integers(true),
         JsonForm::Go => SerializeOptions::new()
             .use_proto_field_name(true)
             .use_enum_numbers(true)
@@ -88,7 +96,12 @@ fn arrange(value: Value, desc: &MessageDescriptor, form: JsonForm) -> Value {
         let Some(field) = desc.get_field_by_name(name) else {
             continue;
         };
-        let Some(v) = fields.remove(name) else {
+        let key = if form == JsonForm::Protojson {
+            field.json_name()
+        } else {
+            name
+        };
+        let Some(v) = fields.remove(key) else {
             let unset_message = matches!(field.kind(), Kind::Message(_))
                 && !field.is_list()
                 && !field.is_map()
@@ -118,7 +131,7 @@ fn arrange(value: Value, desc: &MessageDescriptor, form: JsonForm) -> Value {
             ),
             (kind, v) => arrange_value(v, &kind, form),
         };
-        out.insert(name.to_string(), v);
+        out.insert(key.to_string(), v);
     }
     // Anything the descriptor did not name (nothing, for a well-formed serialization) stays.
     out.extend(fields);
@@ -282,6 +295,31 @@ pub fn decode_content(path: &str, bytes: &[u8], json: bool) -> Result<String, To
         ))
     } else {
         to_text(bytes, type_name).map_err(reject)
+    }
+}
+
+/// Vitess's `topo.DecodeContent` byte for byte (GetTopologyPath's `data`): one line of
+/// protobuf text (`prototext.Marshal`), or with `json` one line of `protojson.Marshal`
+/// (lowerCamelCase names); a file of no known type as its text, an error in JSON mode. Go
+/// inserts a random extra space now and then in both (to keep callers from depending on the
+/// bytes); this is the form without.
+///
+/// # Errors
+/// As [`decode_content`].
+pub fn decode_content_line(path: &str, bytes: &[u8], json: bool) -> Result<String, TopoError> {
+    let Some(type_name) = message_type_for_path(path) else {
+        return decode_content(path, bytes, json);
+    };
+    if json {
+        let v = to_json(bytes, type_name, JsonForm::Protojson).map_err(|e| match e {
+            TopoError::Corrupt { message, .. } => TopoError::corrupt(path, message),
+            other => other,
+        })?;
+        Ok(serde_json::to_string(&v).unwrap_or_default())
+    } else {
+        Ok(crate::text::single_line(&decode_content(
+            path, bytes, false,
+        )?))
     }
 }
 

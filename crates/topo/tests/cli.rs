@@ -449,7 +449,11 @@ fn serving_graph_vschema_and_rules() {
         "--data-as-json",
         "/global/keyspaces/ks/shards/-80/Shard",
     ]);
-    assert_eq!(shard["is_primary_serving"], Value::Bool(true));
+    assert_eq!(
+        shard["isPrimaryServing"],
+        Value::Bool(true),
+        "protojson.Marshal names"
+    );
     std::fs::write(env.path().join("meta"), b"hello").unwrap();
     env.ok(&["WriteTopologyPath", "/metadata/greeting", "meta"]);
     assert_eq!(env.ok(&["cat", "/metadata/greeting"]), "hello");

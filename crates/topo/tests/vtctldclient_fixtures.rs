@@ -48,6 +48,353 @@ fn exits(dir: &Path, code: i32, args: &[&str]) -> String {
     String::from_utf8(out.stderr).expect("utf-8 stderr")
 }
 
+/// The fixed toposphere, built with `topo` on the embedded store before any verb is checked.
+const SETUP: &[&[&str]] = &[
+    &[
+        "AddCellInfo",
+        "--root",
+        "/vitess/zone1",
+        "--server-address",
+        "toposphere.db",
+        "zone1",
+    ],
+    &[
+        "AddCellInfo",
+        "-r",
+        "/vitess/zone2",
+        "-a",
+        "toposphere.db",
+        "zone2",
+    ],
+    &["AddCellsAlias", "-c", "zone1,zone2", "region1"],
+    &[
+        "CreateKeyspace",
+        "--durability-policy",
+        "semi_sync",
+        "commerce",
+    ],
+    &["CreateKeyspace", "customer"],
+    &["CreateShard", "commerce/0"],
+    &["CreateShard", "customer/-80"],
+    &["CreateShard", "customer/80-"],
+    &[
+        "AddTablet",
+        "--keyspace",
+        "commerce",
+        "--shard",
+        "0",
+        "--type",
+        "replica",
+        "--hostname",
+        "db1",
+        "--port",
+        "15101",
+        "--grpc-port",
+        "16101",
+        "--tag",
+        "role=a",
+        "--tag",
+        "note=x \"y\"",
+        "zone1-101",
+    ],
+    &[
+        "AddTablet",
+        "--keyspace",
+        "customer",
+        "--shard",
+        "-80",
+        "--type",
+        "rdonly",
+        "--hostname",
+        "db2",
+        "zone2-201",
+    ],
+    &["RebuildKeyspaceGraph", "commerce", "customer"],
+    &[
+        "ApplyVSchema",
+        "--vschema",
+        r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}}, "tables": {"corder": {"column_vindexes": [{"column": "id", "name": "hash"}]}}}"#,
+        "customer",
+    ],
+    &[
+        "ApplyRoutingRules",
+        "--rules",
+        r#"{"rules": [{"from_table": "a", "to_tables": ["commerce.a"]}]}"#,
+    ],
+];
+
+/// Each checked verb, in order (later ones change the toposphere): its fixture file and its
+/// arguments.
+const CHECKED: &[(&str, &[&str])] = &[
+    ("GetCellInfoNames", &["GetCellInfoNames"]),
+    ("GetCellInfo", &["GetCellInfo", "zone1"]),
+    ("GetCellsAliases", &["GetCellsAliases"]),
+    ("GetKeyspace", &["GetKeyspace", "commerce"]),
+    ("GetKeyspaces", &["GetKeyspaces"]),
+    (
+        "FindAllShardsInKeyspace",
+        &["FindAllShardsInKeyspace", "customer"],
+    ),
+    ("GetShard", &["GetShard", "commerce/0"]),
+    ("GetShard.compact", &["--compact", "GetShard", "commerce/0"]),
+    ("GetTablet", &["GetTablet", "zone1-101"]),
+    ("GetTablets", &["GetTablets"]),
+    (
+        "GetTablets.json",
+        &["GetTablets", "--format", "json", "--keyspace", "commerce"],
+    ),
+    (
+        "GetShardReplication",
+        &["GetShardReplication", "commerce/0"],
+    ),
+    ("GetSrvKeyspaceNames", &["GetSrvKeyspaceNames"]),
+    ("GetSrvKeyspaces", &["GetSrvKeyspaces", "commerce", "zone1"]),
+    ("GetSrvVSchema", &["GetSrvVSchema", "zone1"]),
+    ("GetSrvVSchemas", &["GetSrvVSchemas", "zone2"]),
+    ("GetVSchema", &["GetVSchema", "customer"]),
+    ("GetRoutingRules", &["GetRoutingRules"]),
+    ("GetShardRoutingRules", &["GetShardRoutingRules"]),
+    ("GetKeyspaceRoutingRules", &["GetKeyspaceRoutingRules"]),
+    ("GetMirrorRules", &["GetMirrorRules"]),
+    ("GetTopologyPath.root", &["GetTopologyPath", "/"]),
+    (
+        "GetTopologyPath.dir",
+        &["GetTopologyPath", "/global/keyspaces"],
+    ),
+    (
+        "GetTopologyPath.file",
+        &["GetTopologyPath", "/global/keyspaces/commerce/Keyspace"],
+    ),
+    (
+        "GetTopologyPath.json",
+        &[
+            "GetTopologyPath",
+            "--data-as-json",
+            "/global/keyspaces/commerce/Keyspace",
+        ],
+    ),
+    ("Validate", &["Validate"]),
+    ("ValidateKeyspace", &["ValidateKeyspace", "customer"]),
+    ("ValidateShard", &["ValidateShard", "commerce/0"]),
+    ("GenerateShardRanges", &["GenerateShardRanges", "4"]),
+    (
+        "SetKeyspaceDurabilityPolicy",
+        &[
+            "SetKeyspaceDurabilityPolicy",
+            "--durability-policy",
+            "none",
+            "commerce",
+        ],
+    ),
+    (
+        "SetShardIsPrimaryServing",
+        &["SetShardIsPrimaryServing", "commerce/0", "false"],
+    ),
+    (
+        "SetShardTabletControl",
+        &[
+            "SetShardTabletControl",
+            "--denied-tables",
+            "t1,t2",
+            "-c",
+            "zone1",
+            "commerce/0",
+            "rdonly",
+        ],
+    ),
+    (
+        "SourceShardAdd",
+        &[
+            "SourceShardAdd",
+            "--tables",
+            "t1",
+            "customer/-80",
+            "1",
+            "commerce/0",
+        ],
+    ),
+    (
+        "SourceShardAdd.exists",
+        &["SourceShardAdd", "customer/-80", "1", "commerce/0"],
+    ),
+    (
+        "SourceShardDelete",
+        &["SourceShardDelete", "customer/-80", "1"],
+    ),
+    (
+        "SourceShardDelete.none",
+        &["SourceShardDelete", "customer/-80", "1"],
+    ),
+    (
+        "ApplyRoutingRules.dry-run",
+        &[
+            "ApplyRoutingRules",
+            "--dry-run",
+            "-c",
+            "zone1,zone2",
+            "-r",
+            r#"{"rules": [{"from_table": "b", "to_tables": ["customer.b"]}]}"#,
+        ],
+    ),
+    (
+        "ApplyRoutingRules",
+        &[
+            "ApplyRoutingRules",
+            "--skip-rebuild",
+            "-r",
+            r#"{"rules": [{"from_table": "b", "to_tables": ["customer.b"]}]}"#,
+        ],
+    ),
+    (
+        "ApplyShardRoutingRules",
+        &[
+            "ApplyShardRoutingRules",
+            "-r",
+            r#"{"rules": [{"from_keyspace": "commerce", "to_keyspace": "customer", "shard": "-80"}]}"#,
+        ],
+    ),
+    (
+        "ApplyKeyspaceRoutingRules",
+        &[
+            "ApplyKeyspaceRoutingRules",
+            "-r",
+            r#"{"rules": [{"from_keyspace": "old", "to_keyspace": "commerce"}]}"#,
+        ],
+    ),
+    (
+        "ApplyVSchema",
+        &[
+            "ApplyVSchema",
+            "--dry-run",
+            "--vschema",
+            r#"{"sharded": false}"#,
+            "commerce",
+        ],
+    ),
+    (
+        "UpdateCellInfo",
+        &[
+            "UpdateCellInfo",
+            "-r",
+            "/vitess/zone4",
+            "-a",
+            "toposphere.db",
+            "zone4",
+        ],
+    ),
+    (
+        "UpdateCellsAlias",
+        &["UpdateCellsAlias", "-c", "zone1", "region1"],
+    ),
+    (
+        "AddCellsAlias",
+        &["AddCellsAlias", "-c", "zone2", "region2"],
+    ),
+    ("DeleteCellsAlias", &["DeleteCellsAlias", "region2"]),
+    ("CreateKeyspace", &["CreateKeyspace", "orders"]),
+    ("CreateShard", &["CreateShard", "-p", "inventory/0"]),
+    (
+        "RebuildVSchemaGraph",
+        &["RebuildVSchemaGraph", "-c", "zone1"],
+    ),
+    (
+        "RebuildKeyspaceGraph",
+        &["RebuildKeyspaceGraph", "inventory"],
+    ),
+    (
+        "UpdateThrottlerConfig",
+        &[
+            "UpdateThrottlerConfig",
+            "--enable",
+            "--threshold",
+            "2",
+            "commerce",
+        ],
+    ),
+    (
+        "ShardReplicationFix",
+        &["ShardReplicationFix", "zone1", "commerce/0"],
+    ),
+    ("DeleteTablets", &["DeleteTablets", "zone2-201"]),
+    (
+        "DeleteShards",
+        &["DeleteShards", "--even-if-serving", "customer/80-"],
+    ),
+    (
+        "RemoveShardCell",
+        &["RemoveShardCell", "customer/-80", "zone2"],
+    ),
+    (
+        "RemoveKeyspaceCell",
+        &["RemoveKeyspaceCell", "inventory", "zone2"],
+    ),
+    ("DeleteKeyspace", &["DeleteKeyspace", "-r", "orders"]),
+    ("DeleteSrvVSchema", &["DeleteSrvVSchema", "zone2"]),
+    (
+        "AddCellInfo",
+        &["AddCellInfo", "-r", "/vitess/zone3", "zone3"],
+    ),
+    ("DeleteCellInfo", &["DeleteCellInfo", "-f", "zone3"]),
+];
+
+/// An expected file: its `#` header (the Vitess source it was derived from, and `# exit N`
+/// when the verb fails), then the exact stdout.
+struct Expected {
+    exit: i32,
+    stdout: String,
+}
+
+fn expected(name: &str) -> Expected {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/vtctldclient")
+        .join(format!("{name}.out"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut exit = 0;
+    let mut body = text.as_str();
+    while let Some(line) = body.strip_prefix('#') {
+        let (header, rest) = line.split_once('\n').unwrap_or((line, ""));
+        if let Some(code) = header.trim().strip_prefix("exit ") {
+            exit = code.parse().expect("exit status in header");
+        }
+        body = rest;
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("# go/cmd/vtctldclient/")),
+        "{} names no Vitess source line",
+        path.display()
+    );
+    Expected {
+        exit,
+        stdout: body.to_string(),
+    }
+}
+
+/// Every checked verb prints exactly its expected file, on the fixed toposphere.
+#[test]
+fn each_verb_prints_what_vtctldclient_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    for step in SETUP {
+        ok(dir.path(), step);
+    }
+    let mut differences = Vec::new();
+    for (name, args) in CHECKED {
+        let want = expected(name);
+        let out = topo(dir.path(), args);
+        let got = String::from_utf8_lossy(&out.stdout);
+        if out.status.code() != Some(want.exit) || got != want.stdout {
+            differences.push(format!(
+                "{name}: topo {args:?} exited {:?} (want {}) and printed:\n{got}--- want:\n{}--- stderr:\n{}",
+                out.status.code(),
+                want.exit,
+                want.stdout,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+}
+
 #[test]
 fn server_flag_accepts_internal_only() {
     let dir = tempfile::tempdir().unwrap();
@@ -212,5 +559,45 @@ fn exit_codes_are_documented_in_help() {
     let help = ok(dir.path(), &["--help"]);
     for line in ["0  ", "1  ", "2  ", "3  ", "125"] {
         assert!(help.contains(line), "{line:?} missing from:\n{help}");
+    }
+}
+
+#[test]
+fn nothing_listening_is_connection_refused_within_about_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    for implementation in ["etcd2", "zk2"] {
+        let started = Instant::now();
+        let err = exits(
+            dir.path(),
+            1,
+            &[
+                "--topo-implementation",
+                implementation,
+                "--topo-global-server-address",
+                &address,
+                "GetKeyspaces",
+            ],
+        );
+        let took = started.elapsed();
+        assert!(
+            err.contains("connection refused"),
+            "{implementation}: {err}"
+        );
+        assert!(
+            !err.contains("deadline exceeded"),
+            "{implementation}: {err}"
+        );
+        // About a second; the slack is for a loaded machine, far below the 15 s timeout.
+        assert!(
+            took < Duration::from_secs(4),
+            "{implementation} took {took:?}"
+        );
     }
 }

@@ -77,7 +77,11 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
                 },
             )
             .await?;
-            crate::out!("Created cells alias: {alias} (cells = {cells:?})");
+            // Go's %v of a []string: `[zone1 zone2]`.
+            crate::out!(
+                "Created cells alias: {alias} (cells = [{}])",
+                cells.join(" ")
+            );
         }
         Command::UpdateCellsAlias { cells, alias } => {
             let updated = ts

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 use topo_core::{Result, TopoError, Version};
-use topo_proto::json::{decode_content, from_json};
+use topo_proto::json::{decode_content_line, from_json};
 use topo_proto::topodata::ThrottledAppRule;
 use topo_proto::vschema::{self, KeyspaceRoutingRules, RoutingRules, ShardRoutingRules};
 use topo_proto::vttime;
@@ -183,7 +183,7 @@ async fn get_topology_path(
         };
         match read {
             Ok((bytes, v)) => {
-                let data = decode_content(&rel, &bytes, data_as_json)?;
+                let data = decode_content_line(&rel, &bytes, data_as_json)?;
                 if data_as_json {
                     crate::out!("{data}");
                     return Ok(());
