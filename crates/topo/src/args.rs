@@ -540,9 +540,13 @@ pub(crate) enum Command {
         #[arg(required = true)]
         aliases: Vec<String>,
     },
-    /// Register a tablet (the legacy InitTablet). Example: topo AddTablet --keyspace customer --shard -80 --type replica zone1-101
-    #[command(name = "AddTablet", alias = "InitTablet")]
+    /// Register a tablet (and make a PRIMARY its shard's primary). Example: topo AddTablet --keyspace customer --shard -80 --type replica zone1-101
+    #[command(name = "AddTablet")]
     AddTablet(AddTabletArgs),
+    /// vtctl's InitTablet, with its flags: write a tablet record, as vttablet does at start
+    /// (prints nothing). Example: topo InitTablet --keyspace customer --shard -80 --hostname h1 --port 15101 zone1-101 replica
+    #[command(name = "InitTablet")]
+    InitTablet(InitTabletArgs),
     /// Rebuild the serving graph of keyspaces. Example: topo RebuildKeyspaceGraph customer
     #[command(name = "RebuildKeyspaceGraph")]
     RebuildKeyspaceGraph {
@@ -1129,6 +1133,55 @@ pub(crate) struct AddTabletArgs {
     pub(crate) allow_primary_override: bool,
     /// Tablet alias (`cell-uid`).
     pub(crate) alias: String,
+}
+
+/// InitTablet's arguments: vtctl's flags (`go/vt/vtctl/vtctl.go`, commandInitTablet).
+#[derive(Debug, Args)]
+pub(crate) struct InitTabletArgs {
+    /// Overrides the name of the database the vttablet uses.
+    #[arg(
+        long = "db_name_override",
+        alias = "db-name-override",
+        default_value = ""
+    )]
+    pub(crate) db_name_override: String,
+    /// Replace an existing tablet record of the same alias.
+    #[arg(long = "allow_update", alias = "allow-update")]
+    pub(crate) allow_update: bool,
+    /// Let a PRIMARY be created while the shard has another primary.
+    #[arg(long = "allow_master_override", aliases = ["allow-master-override", "allow_primary_override", "allow-primary-override"])]
+    pub(crate) allow_master_override: bool,
+    /// Create the keyspace and shard when missing.
+    #[arg(long)]
+    pub(crate) parent: bool,
+    /// The server the tablet runs on.
+    #[arg(long, default_value = "")]
+    pub(crate) hostname: String,
+    /// The MySQL server's host.
+    #[arg(long = "mysql_host", alias = "mysql-host", default_value = "")]
+    pub(crate) mysql_host: String,
+    /// The MySQL port (0: none).
+    #[arg(long = "mysql_port", alias = "mysql-port", default_value_t = 0)]
+    pub(crate) mysql_port: i32,
+    /// The vttablet port (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) port: i32,
+    /// The vttablet gRPC port (0: none).
+    #[arg(long = "grpc_port", alias = "grpc-port", default_value_t = 0)]
+    pub(crate) grpc_port: i32,
+    /// The keyspace.
+    #[arg(long, default_value = "")]
+    pub(crate) keyspace: String,
+    /// The shard (`-80` is a value, not a flag).
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    pub(crate) shard: String,
+    /// Tags as comma-separated key:value pairs.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) tags: Vec<String>,
+    /// Tablet alias (`cell-uid`).
+    pub(crate) alias: String,
+    /// Tablet type (primary, replica, rdonly, …).
+    pub(crate) tablet_type: String,
 }
 
 /// Apply*Rules arguments.

@@ -601,3 +601,78 @@ fn nothing_listening_is_connection_refused_within_about_a_second() {
         );
     }
 }
+
+#[test]
+fn init_tablet_takes_vtctl_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(
+        dir.path(),
+        &[
+            "AddCellInfo",
+            "--root",
+            "/vitess/zone1",
+            "--server-address",
+            "toposphere.db",
+            "zone1",
+        ],
+    );
+    let out = ok(
+        dir.path(),
+        &[
+            "InitTablet",
+            "--parent",
+            "--keyspace",
+            "ks",
+            "--shard",
+            "-80",
+            "--hostname",
+            "h1",
+            "--mysql_host",
+            "m1",
+            "--mysql_port",
+            "3307",
+            "--port",
+            "15101",
+            "--grpc_port",
+            "16101",
+            "--db_name_override",
+            "vt_ks",
+            "--tags",
+            "a:1,b:x:y",
+            "zone1-101",
+            "rdonly",
+        ],
+    );
+    assert_eq!(out, "", "vtctl's InitTablet prints nothing");
+    let tablet = ok(dir.path(), &["--compact", "GetTablet", "zone1-101"]);
+    let t: serde_json::Value = serde_json::from_str(&tablet).unwrap();
+    assert_eq!(t["type"], "RDONLY");
+    assert_eq!(t["shard"], "-80");
+    assert_eq!(t["mysql_hostname"], "m1");
+    assert_eq!(t["mysql_port"], 3307);
+    assert_eq!(t["db_name_override"], "vt_ks");
+    assert_eq!(
+        t["port_map"],
+        serde_json::json!({"grpc": 16101, "vt": 15101})
+    );
+    assert_eq!(t["tags"], serde_json::json!({"a": "1", "b": "x:y"}));
+    let err = exits(
+        dir.path(),
+        1,
+        &[
+            "InitTablet",
+            "--keyspace",
+            "ks",
+            "--shard",
+            "-80",
+            "--tags",
+            "nocolon",
+            "zone1-102",
+            "replica",
+        ],
+    );
+    assert!(
+        err.contains("--tags \"nocolon\": expected key:value"),
+        "{err}"
+    );
+}

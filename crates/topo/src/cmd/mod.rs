@@ -270,6 +270,7 @@ async fn dispatch(
         | C::GetTablets(_)
         | C::DeleteTablets { .. }
         | C::AddTablet(_)
+        | C::InitTablet(_)
         | C::GetShardReplication { .. }
         | C::ShardReplicationAdd { .. }
         | C::ShardReplicationRemove { .. }

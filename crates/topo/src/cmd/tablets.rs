@@ -9,7 +9,7 @@ use topo_proto::names::{alias_string, parse_alias, parse_tablet_type};
 use topo_proto::topodata::{Tablet, TabletType};
 use toposphere::{Server, TabletInfo};
 
-use crate::args::{AddTabletArgs, Command, GetTabletsArgs};
+use crate::args::{AddTabletArgs, Command, GetTabletsArgs, InitTabletArgs};
 use crate::output::{go_msg, msg, object, print, print_go};
 
 fn term_start(t: &Tablet) -> Option<i64> {
@@ -244,6 +244,39 @@ async fn add_tablet(ts: &Server, a: AddTabletArgs) -> Result<()> {
     Ok(())
 }
 
+/// vtctl's InitTablet: the record built from its flags, written by `init_tablet`.
+async fn init_tablet(ts: &Server, a: InitTabletArgs) -> Result<()> {
+    let mut tags = BTreeMap::new();
+    for tag in a.tags.iter().filter(|t| !t.is_empty()) {
+        let (k, v) = tag
+            .split_once(':')
+            .ok_or_else(|| TopoError::invalid(format!("--tags {tag:?}: expected key:value")))?;
+        tags.insert(k.to_string(), v.to_string());
+    }
+    let mut port_map = BTreeMap::new();
+    if a.port != 0 {
+        port_map.insert("vt".to_string(), a.port);
+    }
+    if a.grpc_port != 0 {
+        port_map.insert("grpc".to_string(), a.grpc_port);
+    }
+    let tablet = Tablet {
+        alias: Some(parse_alias(&a.alias)?),
+        hostname: a.hostname,
+        mysql_hostname: a.mysql_host,
+        mysql_port: a.mysql_port,
+        port_map,
+        keyspace: a.keyspace,
+        shard: a.shard,
+        r#type: parse_tablet_type(&a.tablet_type)? as i32,
+        db_name_override: a.db_name_override,
+        tags,
+        ..Default::default()
+    };
+    ts.init_tablet(tablet, a.allow_master_override, a.parent, a.allow_update)
+        .await
+}
+
 /// Records `alias` as its shard's primary with a new term, as a reparent would (vttablet
 /// does this when it becomes primary; `AddTablet` and the demo stand in for it).
 pub(crate) async fn make_shard_primary(
@@ -282,6 +315,7 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
             crate::out!("Successfully deleted {} tablets", parsed.len());
         }
         Command::AddTablet(a) => add_tablet(ts, a).await?,
+        Command::InitTablet(a) => init_tablet(ts, a).await?,
         Command::GetShardReplication {
             shard: (ks, name),
             cells,
