@@ -176,6 +176,14 @@ fn write_unknown(mut bytes: &[u8], depth: usize, out: &mut String) {
     }
 }
 
+/// `text` quoted as Go quotes a string in the text format; also what `fmt`'s `%q` writes for
+/// printable text and the usual escapes (vtctldclient's awk tags).
+pub(crate) fn go_quote(text: &str) -> String {
+    let mut out = String::new();
+    quote(text.as_bytes(), &mut out);
+    out
+}
+
 /// A quoted string with Go's text-format escapes: `\"`, `\\`, `\n`, `\r`, `\t`, `\xNN` for
 /// other control bytes, DEL and bytes that are not UTF-8, `\uNNNN` for U+0080..U+009F.
 fn quote(bytes: &[u8], out: &mut String) {

@@ -12,12 +12,8 @@ use std::time::{Duration, Instant};
 
 /// Runs `topo` in `dir` with no topology settings from the environment.
 fn topo(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_topo"))
+    topo_testkit::without_topo_env(&mut Command::new(env!("CARGO_BIN_EXE_topo")))
         .current_dir(dir)
-        .env_remove("TOPO_IMPLEMENTATION")
-        .env_remove("TOPO_GLOBAL_SERVER_ADDRESS")
-        .env_remove("TOPO_GLOBAL_ROOT")
-        .env_remove("TOPO_LOCK_FENCE")
         .env("TZ", "UTC")
         .args(args)
         .output()
@@ -48,16 +44,19 @@ fn exits(dir: &Path, code: i32, args: &[&str]) -> String {
     String::from_utf8(out.stderr).expect("utf-8 stderr")
 }
 
+/// The cell every fixed toposphere starts with.
+const ADD_ZONE1: &[&str] = &[
+    "AddCellInfo",
+    "--root",
+    "/vitess/zone1",
+    "--server-address",
+    "toposphere.db",
+    "zone1",
+];
+
 /// The fixed toposphere, built with `topo` on the embedded store before any verb is checked.
 const SETUP: &[&[&str]] = &[
-    &[
-        "AddCellInfo",
-        "--root",
-        "/vitess/zone1",
-        "--server-address",
-        "toposphere.db",
-        "zone1",
-    ],
+    ADD_ZONE1,
     &[
         "AddCellInfo",
         "-r",
@@ -605,17 +604,7 @@ fn nothing_listening_is_connection_refused_within_about_a_second() {
 #[test]
 fn init_tablet_takes_vtctl_flags() {
     let dir = tempfile::tempdir().unwrap();
-    ok(
-        dir.path(),
-        &[
-            "AddCellInfo",
-            "--root",
-            "/vitess/zone1",
-            "--server-address",
-            "toposphere.db",
-            "zone1",
-        ],
-    );
+    ok(dir.path(), ADD_ZONE1);
     let out = ok(
         dir.path(),
         &[

@@ -47,30 +47,9 @@ impl Server {
 
 #[cfg(test)]
 mod tests {
-    use topo_proto::topodata::{CellInfo, Keyspace};
-
-    use crate::{Registry, Server, ServerConfig};
-
     #[tokio::test]
     async fn throttler_config_reaches_the_keyspace_and_its_srv_keyspaces() {
-        let ts = Server::open(
-            &Registry::with_memory(),
-            "memory",
-            "mem",
-            "/g",
-            ServerConfig::default(),
-        )
-        .await
-        .unwrap();
-        let cell = CellInfo {
-            server_address: "mem".into(),
-            root: "/z1".into(),
-        };
-        ts.create_cell_info("zone1", &cell).await.unwrap();
-        ts.create_keyspace("ks", &Keyspace::default())
-            .await
-            .unwrap();
-        ts.create_shard("ks", "0").await.unwrap();
+        let ts = crate::validate::tests::server().await;
         ts.rebuild_keyspace("ks", &[], false).await.unwrap();
         let config = ts
             .update_throttler_config("ks", |c| {

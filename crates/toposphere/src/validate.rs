@@ -213,12 +213,13 @@ impl Server {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use topo_proto::topodata::{CellInfo, Keyspace, Tablet, TabletAlias, TabletType};
 
     use crate::{Registry, Server, ServerConfig};
 
-    async fn server() -> Server {
+    /// A memory topology with cell zone1 and the shard ks/0 (no tablets).
+    pub(crate) async fn server() -> Server {
         let ts = Server::open(
             &Registry::with_memory(),
             "memory",

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 use topo_core::{Result, TopoError};
-use topo_proto::names::{alias_string, parse_alias, parse_tablet_type};
+use topo_proto::names::{alias_string, go_quote, parse_alias, parse_tablet_type};
 use topo_proto::topodata::{Tablet, TabletType};
 use toposphere::{Server, TabletInfo};
 
@@ -16,32 +16,6 @@ fn term_start(t: &Tablet) -> Option<i64> {
     t.primary_term_start_time
         .as_ref()
         .map(|ts| ts.seconds * 1_000_000_000 + i64::from(ts.nanoseconds))
-}
-
-/// A string as Go's `%q` writes it: double-quoted, with `\\`, `\"`, `\n`-style escapes and
-/// `\xNN` / `\uNNNN` for other control and unprintable characters.
-fn go_quote(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{b}' => out.push_str("\\v"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// `host:port` as Go's `net.JoinHostPort` writes it (IPv6 hosts in brackets).
