@@ -534,7 +534,7 @@ pub(crate) enum Command {
     #[command(name = "DeleteTablets")]
     DeleteTablets {
         /// Allow deleting a shard primary.
-        #[arg(long = "allow-primary", alias = "allow_primary")]
+        #[arg(long = "allow-primary", short = 'p', alias = "allow_primary")]
         allow_primary: bool,
         /// Tablet aliases.
         #[arg(required = true)]

@@ -665,3 +665,30 @@ fn init_tablet_takes_vtctl_flags() {
         "{err}"
     );
 }
+
+#[test]
+fn snapshot_keyspace_refuses_a_durability_policy_as_vtctldclient() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["CreateKeyspace", "base"]);
+    let err = exits(
+        dir.path(),
+        1,
+        &[
+            "CreateKeyspace",
+            "--type",
+            "SNAPSHOT",
+            "--base-keyspace",
+            "base",
+            "--snapshot-timestamp",
+            "2020-01-01T00:00:00Z",
+            "--durability-policy",
+            "semi_sync",
+            "snap",
+        ],
+    );
+    assert!(
+        err.contains("--durability-policy cannot be specified while creating a snapshot keyspace"),
+        "{err}"
+    );
+    exits(dir.path(), 1, &["GetKeyspace", "snap"]);
+}

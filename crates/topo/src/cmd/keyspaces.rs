@@ -53,6 +53,11 @@ async fn create_keyspace(ts: &Server, a: CreateKeyspaceArgs, compact: bool) -> R
         ..Default::default()
     };
     if keyspace_type == KeyspaceType::Snapshot {
+        if a.durability_policy != "none" {
+            return Err(TopoError::invalid(
+                "--durability-policy cannot be specified while creating a snapshot keyspace",
+            ));
+        }
         let base = a.base_keyspace.clone().ok_or_else(|| {
             TopoError::invalid("--base-keyspace is required for a SNAPSHOT keyspace")
         })?;
