@@ -488,6 +488,10 @@ pub(crate) enum Command {
         /// Remove the tables instead.
         #[arg(long, short = 'r')]
         remove: bool,
+        /// Without --denied-tables and --remove: set (or with =false clear) the shard's
+        /// DisableQueryService in the cells' SrvKeyspace.
+        #[arg(long = "disable-query-service", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value = "false")]
+        disable_query_service: bool,
         /// <keyspace>/<shard>
         #[arg(value_parser = parse_keyspace_shard)]
         shard: (String, String),

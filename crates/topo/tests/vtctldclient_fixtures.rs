@@ -692,3 +692,34 @@ fn snapshot_keyspace_refuses_a_durability_policy_as_vtctldclient() {
     );
     exits(dir.path(), 1, &["GetKeyspace", "snap"]);
 }
+
+#[test]
+fn set_shard_tablet_control_disables_the_query_service_in_srv_keyspace() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), ADD_ZONE1);
+    ok(dir.path(), &["CreateShard", "-p", "ks/0"]);
+    ok(dir.path(), &["RebuildKeyspaceGraph", "ks"]);
+    let disabled = |dir: &Path| {
+        ok(dir, &["GetSrvKeyspaces", "ks", "zone1"]).contains("\"query_service_disabled\": true")
+    };
+    ok(
+        dir.path(),
+        &[
+            "SetShardTabletControl",
+            "--disable-query-service",
+            "ks/0",
+            "replica",
+        ],
+    );
+    assert!(disabled(dir.path()));
+    ok(
+        dir.path(),
+        &[
+            "SetShardTabletControl",
+            "--disable-query-service=false",
+            "ks/0",
+            "replica",
+        ],
+    );
+    assert!(!disabled(dir.path()));
+}

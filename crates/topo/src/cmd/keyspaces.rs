@@ -264,14 +264,38 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
             cells,
             denied_tables,
             remove,
+            disable_query_service,
             shard: (ks, name),
             tablet_type,
         } => {
             let t = parse_tablet_type(&tablet_type)?;
-            let si = edit_shard(ts, &ks, &name, "SetShardTabletControl", |si| {
-                si.update_denied_tables(t, &cells, remove, &denied_tables)
-            })
-            .await?;
+            let si = if denied_tables.is_empty() && !remove {
+                // Vitess's server: no tables and no --remove sets DisableQueryService.
+                let lock = ts.lock_keyspace(&ks, "SetShardTabletControl").await?;
+                let r = async {
+                    let si = ts.get_shard(&ks, &name).await?;
+                    ts.update_disable_query_service(
+                        &lock,
+                        &ks,
+                        std::slice::from_ref(&si),
+                        t,
+                        &cells,
+                        disable_query_service,
+                    )
+                    .await?;
+                    Ok::<_, TopoError>(si)
+                }
+                .await;
+                let unlocked = lock.unlock().await;
+                let si = r?;
+                unlocked?;
+                si
+            } else {
+                edit_shard(ts, &ks, &name, "SetShardTabletControl", |si| {
+                    si.update_denied_tables(t, &cells, remove, &denied_tables)
+                })
+                .await?
+            };
             print(&msg(&si.shard.msg, compact));
         }
         Command::SourceShardAdd {
