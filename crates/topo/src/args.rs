@@ -1078,7 +1078,7 @@ pub(crate) struct GetTabletsArgs {
     #[arg(long, short = 'k')]
     pub(crate) keyspace: Option<String>,
     /// Shard (needs --keyspace). Shard names start with `-` (`-80`), so values may.
-    #[arg(long, short = 's', requires = "keyspace", allow_hyphen_values = true)]
+    #[arg(long, short = 's', allow_hyphen_values = true)]
     pub(crate) shard: Option<String>,
     /// Only this tablet type.
     #[arg(long = "tablet-type", alias = "tablet_type")]

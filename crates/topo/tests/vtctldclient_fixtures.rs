@@ -723,3 +723,27 @@ fn set_shard_tablet_control_disables_the_query_service_in_srv_keyspace() {
     );
     assert!(!disabled(dir.path()));
 }
+
+#[test]
+fn get_tablets_refuses_flag_combinations_with_vtctldclient_texts() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), ADD_ZONE1);
+    for (args, text) in [
+        (
+            &["GetTablets", "--shard", "-80"][..],
+            "--shard (= -80) cannot be passed without also passing --keyspace",
+        ),
+        (
+            &["GetTablets", "-k", "ks", "-t", "zone1-1"][..],
+            "--keyspace (= ks) cannot be passed when using --tablet-alias (= [zone1-1])",
+        ),
+        (
+            &["GetTablets", "--format", "yaml"][..],
+            "invalid output format, got yaml",
+        ),
+    ] {
+        let err = exits(dir.path(), 1, args);
+        assert!(err.contains(text), "{args:?}: {err}");
+    }
+    assert_eq!(ok(dir.path(), &["GetTablets", "--format", "JSON"]), "[]\n");
+}

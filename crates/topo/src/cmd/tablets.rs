@@ -64,7 +64,45 @@ fn awk_line(t: &Tablet, shown_type: TabletType) -> String {
     )
 }
 
+/// GetTablets' argument checks, with vtctldclient's texts (tablets.go); true for
+/// `--format json` (any case), false for awk.
+fn check_get_tablets(a: &GetTabletsArgs) -> Result<bool> {
+    let format = a.format.to_ascii_lowercase();
+    if format != "awk" && format != "json" {
+        return Err(TopoError::invalid(format!(
+            "invalid output format, got {}",
+            a.format
+        )));
+    }
+    if !a.tablet_aliases.is_empty() {
+        let aliases = format!("[{}]", a.tablet_aliases.join(" "));
+        let conflict = if let Some(k) = &a.keyspace {
+            Some(format!("--keyspace (= {k})"))
+        } else if let Some(s) = &a.shard {
+            Some(format!("--shard (= {s})"))
+        } else if !a.cells.is_empty() {
+            Some(format!("--cell (= [{}])", a.cells.join(" ")))
+        } else {
+            a.tablet_type
+                .as_ref()
+                .map(|t| format!("--tablet-type (= {t})"))
+        };
+        if let Some(flag) = conflict {
+            return Err(TopoError::invalid(format!(
+                "{flag} cannot be passed when using --tablet-alias (= {aliases})"
+            )));
+        }
+    }
+    if let (None, Some(s)) = (&a.keyspace, &a.shard) {
+        return Err(TopoError::invalid(format!(
+            "--shard (= {s}) cannot be passed without also passing --keyspace"
+        )));
+    }
+    Ok(format == "json")
+}
+
 async fn get_tablets(ts: &Server, a: GetTabletsArgs) -> Result<ExitCode> {
+    let json = check_get_tablets(&a)?;
     let type_filter = a
         .tablet_type
         .as_deref()
@@ -140,28 +178,20 @@ async fn get_tablets(ts: &Server, a: GetTabletsArgs) -> Result<ExitCode> {
             ty
         }
     };
-    match a.format.as_str() {
-        "awk" => {
-            for t in &tablets {
-                crate::out!("{}", awk_line(&t.tablet, shown(t)));
-            }
-        }
-        "json" => {
-            // The []*Tablet slice, marshalled with encoding/json.
-            let list = tablets
-                .iter()
-                .map(|t| {
-                    let mut tablet = t.tablet.msg.clone();
-                    tablet.r#type = shown(t) as i32;
-                    go_msg(&tablet)
-                })
-                .collect();
-            print_go(&Value::Array(list));
-        }
-        other => {
-            return Err(TopoError::invalid(format!(
-                "--format: unknown format {other:?} (use json or awk)"
-            )))
+    if json {
+        // The []*Tablet slice, marshalled with encoding/json.
+        let list = tablets
+            .iter()
+            .map(|t| {
+                let mut tablet = t.tablet.msg.clone();
+                tablet.r#type = shown(t) as i32;
+                go_msg(&tablet)
+            })
+            .collect();
+        print_go(&Value::Array(list));
+    } else {
+        for t in &tablets {
+            crate::out!("{}", awk_line(&t.tablet, shown(t)));
         }
     }
     Ok(if failed_cells.is_empty() {
