@@ -301,7 +301,7 @@ async fn scenario(c: &Client, base: &str, dir: &Path) {
         "no editor when read-only"
     );
 
-    // An undecodable file shows as hex.
+    // An undecodable file shows as hex (`--raw`: TopoCp refuses such bytes otherwise).
     let junk = dir.join("junk.bin");
     std::fs::write(&junk, [0xde, 0xad, 0xbe, 0xef, 0x01]).unwrap();
     topo(
@@ -309,6 +309,7 @@ async fn scenario(c: &Client, base: &str, dir: &Path) {
         &[
             "TopoCp",
             "--to_topo",
+            "--raw",
             junk.to_str().unwrap(),
             "/keyspaces/orders/shards/0/Shard",
         ],
