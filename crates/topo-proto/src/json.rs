@@ -239,6 +239,15 @@ pub fn to_text(bytes: &[u8], type_name: &str) -> Result<String, TopoError> {
     Ok(crate::text::format(&dynamic(bytes, desc)?))
 }
 
+/// A message on one line of protobuf text, as Go's `prototext.MarshalOptions{}.Format` (and
+/// so `fmt`'s `%v` of a message) writes it, without Go's random extra spaces.
+pub fn message_to_text_line<M: Record>(msg: &M) -> String {
+    // Our own encoding always decodes.
+    to_text(&msg.encode_to_vec(), &M::full_name())
+        .map(|t| crate::text::single_line(&t))
+        .unwrap_or_default()
+}
+
 /// The message type stored in a topology file, chosen by its path as Vitess's
 /// `DecodeContent` does: by base name, with `Rules` under `keyspace/` and every file under
 /// `ExternalClusters/vitess/`.

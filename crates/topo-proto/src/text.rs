@@ -37,7 +37,7 @@ pub(crate) fn single_line(multiline: &str) -> String {
         }
         match line.strip_suffix(" {") {
             Some(name) => {
-                out.push_str(name);
+                out.push_str(name.trim_end_matches(':'));
                 out.push_str(":{");
             }
             None => match line.split_once(": ") {
@@ -364,10 +364,10 @@ mod tests {
 
     #[test]
     fn one_line_as_prototext_marshal_writes_it() {
-        let multiline = "keyspace: \"ks\"\nkey_range {\n  end: \"\\x80\"\n}\nport_map {\n  key: \"vt\"\n  value: 1\n}\ntype: REPLICA";
+        let multiline = "keyspace: \"ks\"\nkey_range: {\n  end: \"\\x80\"\n}\nport_map: {\n  key: \"vt\"\n  value: 1\n}\ndb: {}\ntype: REPLICA";
         assert_eq!(
             super::single_line(multiline),
-            "keyspace:\"ks\" key_range:{end:\"\\x80\"} port_map:{key:\"vt\" value:1} type:REPLICA"
+            "keyspace:\"ks\" key_range:{end:\"\\x80\"} port_map:{key:\"vt\" value:1} db:{} type:REPLICA"
         );
     }
 }

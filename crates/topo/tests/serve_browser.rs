@@ -161,9 +161,16 @@ fn start_serve(dir: &Path, backend: &Backend, extra: &[&str]) -> (ServerProcess,
 
 /// The durability policy of `commerce`, read with the CLI.
 fn durability(dir: &Path) -> String {
-    let out = topo(dir, &["GetKeyspace", "commerce"]);
-    let v: Value = serde_json::from_str(&out[out.find('{').expect("JSON")..]).unwrap();
-    v["keyspace"]["durability_policy"]
+    let out = topo(
+        dir,
+        &[
+            "GetTopologyPath",
+            "--data-as-json",
+            "/global/keyspaces/commerce/Keyspace",
+        ],
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["durabilityPolicy"]
         .as_str()
         .unwrap_or_default()
         .to_string()

@@ -2,7 +2,8 @@
 
 use serde_json::Value;
 use topo_core::{ErrorKind, Result, TopoError};
-use topo_proto::names::{parse_key_range, parse_tablet_type};
+use topo_proto::json::message_to_text_line;
+use topo_proto::names::{go_quote, parse_key_range, parse_tablet_type};
 use topo_proto::topodata::{shard, Keyspace, KeyspaceType};
 use topo_proto::{vschema, vttime, Stored};
 use toposphere::records::no_update_needed;
@@ -133,7 +134,14 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
     match command {
         Command::CreateKeyspace(a) => create_keyspace(ts, a, compact).await?,
         Command::GetKeyspace { keyspace } => {
-            print(&keyspace_json(&ts.get_keyspace(&keyspace).await?, compact))
+            // keyspaces.go prints fmt.Printf("%+v\n", resp.Keyspace): the vtctldata.Keyspace
+            // message's one-line text.
+            let ki = ts.get_keyspace(&keyspace).await?;
+            crate::out!(
+                "name:{} keyspace:{{{}}}",
+                go_quote(&ki.name),
+                message_to_text_line(&ki.keyspace.msg)
+            );
         }
         Command::GetKeyspaces => {
             // vtctldclient marshals the []*vtctldata.Keyspace slice with encoding/json.
