@@ -1217,9 +1217,9 @@ pub(crate) struct UpdateThrottlerConfigArgs {
     /// Disable the throttler.
     #[arg(long)]
     pub(crate) disable: bool,
-    /// Threshold of the default check (replication lag seconds) or the custom query; only a
-    /// value above 0 is applied, as in Vitess.
-    #[arg(long)]
+    /// Threshold of the default check (replication lag seconds; only a value above 0 is
+    /// applied) or, with --custom-query, of the custom query (any value, 0 when not given).
+    #[arg(long, allow_negative_numbers = true)]
     pub(crate) threshold: Option<f64>,
     /// Custom throttler check query (given, even empty, it replaces the current one).
     #[arg(long = "custom-query")]

@@ -330,6 +330,10 @@ const CHECKED: &[(&str, &[&str])] = &[
     ("DeleteKeyspace", &["DeleteKeyspace", "-r", "orders"]),
     ("DeleteSrvVSchema", &["DeleteSrvVSchema", "zone2"]),
     (
+        "GetSrvVSchemas.missing",
+        &["GetSrvVSchemas", "zone2", "nosuchcell"],
+    ),
+    (
         "AddCellInfo",
         &["AddCellInfo", "-r", "/vitess/zone3", "zone3"],
     ),
@@ -771,4 +775,50 @@ fn get_tablets_refuses_flag_combinations_with_vtctldclient_texts() {
         assert!(err.contains(text), "{args:?}: {err}");
     }
     assert_eq!(ok(dir.path(), &["GetTablets", "--format", "JSON"]), "[]\n");
+}
+
+#[test]
+fn update_throttler_config_applies_thresholds_as_vitess() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["CreateKeyspace", "ks"]);
+    ok(
+        dir.path(),
+        &[
+            "UpdateThrottlerConfig",
+            "--enable",
+            "--threshold",
+            "-1",
+            "ks",
+        ],
+    );
+    let config = ok(dir.path(), &["GetKeyspace", "ks"]);
+    assert!(
+        config.contains("throttler_config:{enabled:true}"),
+        "{config}"
+    );
+    ok(
+        dir.path(),
+        &[
+            "UpdateThrottlerConfig",
+            "--custom-query",
+            "select 1",
+            "--threshold",
+            "-1",
+            "ks",
+        ],
+    );
+    let config = ok(dir.path(), &["GetKeyspace", "ks"]);
+    assert!(
+        config.contains("throttler_config:{enabled:true threshold:-1 custom_query:\"select 1\"}"),
+        "{config}"
+    );
+    let err = exits(
+        dir.path(),
+        1,
+        &["UpdateThrottlerConfig", "--enable", "--disable", "ks"],
+    );
+    assert!(
+        err.contains("--enable and --disable are mutually exclusive"),
+        "{err}"
+    );
 }

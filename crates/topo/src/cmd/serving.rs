@@ -297,11 +297,18 @@ async fn update_throttler_config(ts: &Server, a: UpdateThrottlerConfigArgs) -> R
         (None, None) => None,
     };
     ts.update_throttler_config(&a.keyspace, |c| {
-        if let Some(q) = &a.custom_query {
-            c.custom_query = q.clone();
-        }
-        if let Some(t) = a.threshold.filter(|t| *t > 0.0) {
-            c.threshold = t;
+        match &a.custom_query {
+            // With a custom query any threshold goes, zero or negative included.
+            Some(q) => {
+                c.custom_query = q.clone();
+                c.threshold = a.threshold.unwrap_or(0.0);
+            }
+            // Replication lag: only a positive threshold is applied.
+            None => {
+                if let Some(t) = a.threshold.filter(|t| *t > 0.0) {
+                    c.threshold = t;
+                }
+            }
         }
         if a.enable {
             c.enabled = true;
@@ -394,17 +401,21 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
         }
         Command::GetSrvVSchema { cell } => print(&msg(&ts.get_srv_vschema(&cell).await?, compact)),
         Command::GetSrvVSchemas { cells } => {
-            // map[string]*SrvVSchema, marshalled with encoding/json; `[]` when empty.
-            let cells = ts.cells_or_all(&cells).await?;
+            // map[string]*SrvVSchema, marshalled with encoding/json; `[]` when empty. As the
+            // server: the named cells that exist (all when none are named), `null` for a
+            // cell without a SrvVSchema.
+            let mut known = ts.get_cell_info_names().await?;
+            if !cells.is_empty() {
+                known.retain(|c| cells.contains(c));
+            }
             let mut out = serde_json::Map::new();
-            for cell in cells {
-                match ts.get_srv_vschema(&cell).await {
-                    Ok(s) => {
-                        out.insert(cell, go_msg(&s));
-                    }
-                    Err(e) if e.is_no_node() => {}
+            for cell in known {
+                let v = match ts.get_srv_vschema(&cell).await {
+                    Ok(s) => go_msg(&s),
+                    Err(e) if e.is_no_node() => Value::Null,
                     Err(e) => return Err(e),
-                }
+                };
+                out.insert(cell, v);
             }
             if out.is_empty() {
                 crate::out!("[]");
