@@ -42,7 +42,8 @@ pub(crate) struct Cli {
     /// verbs: serve, watch, wait, lock have none).
     #[arg(long = "action-timeout", alias = "action_timeout", default_value = "1h", value_parser = parse_duration, global = true)]
     pub(crate) action_timeout: Duration,
-    /// Print JSON with enum names and without unpopulated fields.
+    /// Leave unpopulated fields out of protojson output, as vtctldclient's --compact (Go
+    /// encoding/json output, for plain maps and slices, is unchanged).
     #[arg(long, global = true)]
     pub(crate) compact: bool,
     #[command(subcommand)]
