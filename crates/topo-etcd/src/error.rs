@@ -8,6 +8,13 @@ pub(crate) fn convert(err: etcd_client::Error, path: &str) -> TopoError {
     match &err {
         etcd_client::Error::GRpcStatus(status) => match status.code() {
             Code::NotFound => TopoError::NoNode(path.to_string()),
+            Code::Unavailable if connect_failure(status).is_some() => {
+                let cause = connect_failure(status).unwrap_or_default();
+                TopoError::backend_msg(
+                    crate::BACKEND,
+                    format!("{path}: cannot connect to etcd: {cause}"),
+                )
+            }
             Code::Unavailable | Code::DeadlineExceeded => {
                 TopoError::Timeout(format!("{path}: {}", status.message()))
             }
@@ -26,6 +33,29 @@ pub(crate) fn convert(err: etcd_client::Error, path: &str) -> TopoError {
             _ => TopoError::backend(crate::BACKEND, path.to_string(), err),
         },
         _ => TopoError::backend(crate::BACKEND, path.to_string(), err),
+    }
+}
+
+/// Why a connection to a member could not be opened, when that is what `status` reports:
+/// `connection refused`, or the innermost cause (a DNS or TLS failure) as it reads.
+fn connect_failure(status: &tonic::Status) -> Option<String> {
+    let mut source = std::error::Error::source(status);
+    let mut connect = false;
+    let mut innermost = None;
+    while let Some(e) = source {
+        connect |= e.is::<tonic::ConnectError>();
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return connect.then(|| "connection refused".to_string());
+            }
+        }
+        innermost = Some(e.to_string());
+        source = e.source();
+    }
+    if connect {
+        innermost
+    } else {
+        None
     }
 }
 

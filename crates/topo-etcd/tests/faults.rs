@@ -12,9 +12,10 @@ use topo_testkit::etcd::EtcdCluster;
 use crate::options;
 
 /// True for the errors after which a careful writer reads before writing again: the
-/// write's reply was lost during the election, so it may or may not have applied.
+/// write's reply was lost during the election, so it may or may not have applied, or no
+/// member could be connected to (a killed member refuses connections).
 fn unsettled(e: &topo_core::TopoError) -> bool {
-    e.is(ErrorKind::OutcomeUnknown) || e.is(ErrorKind::Timeout)
+    e.is(ErrorKind::OutcomeUnknown) || e.is(ErrorKind::Timeout) || e.is(ErrorKind::Backend)
 }
 
 /// Sets `path` to `contents` the way a careful writer does through a leader election:

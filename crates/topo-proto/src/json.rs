@@ -20,10 +20,21 @@ use crate::{message_descriptor, Record, Stored};
 /// Which JSON rendering.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JsonForm {
-    /// vtctldclient's default: enum numbers, unpopulated fields emitted.
+    /// Older vtctldclient releases' default (`UseEnumNumbers`): enum numbers, unpopulated
+    /// fields emitted. The golden vectors are in this form.
     Vtctld,
+    /// Newer vtctldclient releases' default (`cli.DefaultMarshalOptions`): enum names,
+    /// unpopulated fields emitted.
+    Full,
     /// Enum names, unpopulated fields omitted.
     Pretty,
+    /// Go's `protojson.Marshal` with its default options (Vitess's `topo.DecodeContent`):
+    /// lowerCamelCase JSON names, enum names, unpopulated fields omitted.
+    Protojson,
+    /// Go's `encoding/json` of the generated Go struct, which vtctldclient uses for plain maps
+    /// and slices of messages: `omitempty` on every field (zero values and unset messages
+    /// left out), enums as numbers, 64-bit integers as numbers.
+    Go,
 }
 
 fn dynamic(bytes: &[u8], desc: MessageDescriptor) -> Result<DynamicMessage, TopoError> {
@@ -45,11 +56,26 @@ pub fn to_json(bytes: &[u8], type_name: &str, form: JsonForm) -> Result<Value, T
             .use_enum_numbers(true)
             .skip_default_fields(false)
             .stringify_64_bit_integers(true),
+        JsonForm::Full => SerializeOptions::new()
+            .use_proto_field_name(true)
+            .use_enum_numbers(false)
+            .skip_default_fields(false)
+            .stringify_64_bit_integers(true),
         JsonForm::Pretty => SerializeOptions::new()
             .use_proto_field_name(true)
             .use_enum_numbers(false)
             .skip_default_fields(true)
             .stringify_64_bit_integers(true),
+        JsonForm::Protojson => SerializeOptions::new()
+            .use_proto_field_name(false)
+            .use_enum_numbers(false)
+            .skip_default_fields(true)
+            .stringify_64_bit_integers(true),
+        JsonForm::Go => SerializeOptions::new()
+            .use_proto_field_name(true)
+            .use_enum_numbers(true)
+            .skip_default_fields(true)
+            .stringify_64_bit_integers(false),
     };
     let value = msg
         .serialize_with_options(serde_json::value::Serializer, &options)
@@ -70,12 +96,17 @@ fn arrange(value: Value, desc: &MessageDescriptor, form: JsonForm) -> Value {
         let Some(field) = desc.get_field_by_name(name) else {
             continue;
         };
-        let Some(v) = fields.remove(name) else {
+        let key = if form == JsonForm::Protojson {
+            field.json_name()
+        } else {
+            name
+        };
+        let Some(v) = fields.remove(key) else {
             let unset_message = matches!(field.kind(), Kind::Message(_))
                 && !field.is_list()
                 && !field.is_map()
                 && field.containing_oneof().is_none();
-            if form == JsonForm::Vtctld && unset_message {
+            if matches!(form, JsonForm::Vtctld | JsonForm::Full) && unset_message {
                 out.insert(name.to_string(), Value::Null);
             }
             continue;
@@ -100,7 +131,7 @@ fn arrange(value: Value, desc: &MessageDescriptor, form: JsonForm) -> Value {
             ),
             (kind, v) => arrange_value(v, &kind, form),
         };
-        out.insert(name.to_string(), v);
+        out.insert(key.to_string(), v);
     }
     // Anything the descriptor did not name (nothing, for a well-formed serialization) stays.
     out.extend(fields);
@@ -155,6 +186,25 @@ pub fn pretty_string(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default()
 }
 
+/// JSON text as Go's `json.MarshalIndent(v, "", "  ")` writes it: two-space indent, and
+/// `<`, `>`, `&`, U+2028 and U+2029 escaped (Go escapes them for HTML safety). Those
+/// characters can only occur inside strings, so escaping them in the text is exact.
+pub fn go_string(value: &Value) -> String {
+    let text = pretty_string(value);
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Parses JSON (either form) into the bytes of a message of type `type_name`.
 ///
 /// # Errors
@@ -187,6 +237,15 @@ pub fn from_json<M: Record>(json: &str) -> Result<M, TopoError> {
 pub fn to_text(bytes: &[u8], type_name: &str) -> Result<String, TopoError> {
     let desc = message_descriptor(type_name)?;
     Ok(crate::text::format(&dynamic(bytes, desc)?))
+}
+
+/// A message on one line of protobuf text, as Go's `prototext.MarshalOptions{}.Format` (and
+/// so `fmt`'s `%v` of a message) writes it, without Go's random extra spaces.
+pub fn message_to_text_line<M: Record>(msg: &M) -> String {
+    // Our own encoding always decodes.
+    to_text(&msg.encode_to_vec(), &M::full_name())
+        .map(|t| crate::text::single_line(&t))
+        .unwrap_or_default()
 }
 
 /// The message type stored in a topology file, chosen by its path as Vitess's
@@ -245,6 +304,31 @@ pub fn decode_content(path: &str, bytes: &[u8], json: bool) -> Result<String, To
         ))
     } else {
         to_text(bytes, type_name).map_err(reject)
+    }
+}
+
+/// Vitess's `topo.DecodeContent` byte for byte (GetTopologyPath's `data`): one line of
+/// protobuf text (`prototext.Marshal`), or with `json` one line of `protojson.Marshal`
+/// (lowerCamelCase names); a file of no known type as its text, an error in JSON mode. Go
+/// inserts a random extra space now and then in both (to keep callers from depending on the
+/// bytes); this is the form without.
+///
+/// # Errors
+/// As [`decode_content`].
+pub fn decode_content_line(path: &str, bytes: &[u8], json: bool) -> Result<String, TopoError> {
+    let Some(type_name) = message_type_for_path(path) else {
+        return decode_content(path, bytes, json);
+    };
+    if json {
+        let v = to_json(bytes, type_name, JsonForm::Protojson).map_err(|e| match e {
+            TopoError::Corrupt { message, .. } => TopoError::corrupt(path, message),
+            other => other,
+        })?;
+        Ok(serde_json::to_string(&v).unwrap_or_default())
+    } else {
+        Ok(crate::text::single_line(&decode_content(
+            path, bytes, false,
+        )?))
     }
 }
 

@@ -130,6 +130,12 @@ impl fmt::Display for AliasDisplay<'_> {
     }
 }
 
+/// A string quoted as Go's `%q` writes it (`"x \"y\""`), with the text format's escapes for
+/// control characters: vtctldclient's awk tag values.
+pub fn go_quote(text: &str) -> String {
+    crate::text::go_quote(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,37 @@ pub(crate) fn format(msg: &DynamicMessage) -> String {
     out
 }
 
+/// The multiline text of [`format`] on one line, as Go's `prototext.Marshal` writes it:
+/// `name:value` fields separated by a space, messages as `name:{…}`.
+pub(crate) fn single_line(multiline: &str) -> String {
+    let mut out = String::new();
+    for line in multiline.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let opens = out.ends_with('{');
+        if line == "}" {
+            out.push('}');
+            continue;
+        }
+        if !out.is_empty() && !opens {
+            out.push(' ');
+        }
+        match line.strip_suffix(" {") {
+            Some(name) => {
+                out.push_str(name.trim_end_matches(':'));
+                out.push_str(":{");
+            }
+            None => match line.split_once(": ") {
+                Some((name, value)) => {
+                    out.push_str(name);
+                    out.push(':');
+                    out.push_str(value);
+                }
+                None => out.push_str(line),
+            },
+        }
+    }
+    out
+}
+
 fn indent(depth: usize, out: &mut String) {
     for _ in 0..depth {
         out.push_str("  ");
@@ -143,6 +174,14 @@ fn write_unknown(mut bytes: &[u8], depth: usize, out: &mut String) {
         out.push('\n');
         bytes = &bytes[pos..];
     }
+}
+
+/// `text` quoted as Go quotes a string in the text format; also what `fmt`'s `%q` writes for
+/// printable text and the usual escapes (vtctldclient's awk tags).
+pub(crate) fn go_quote(text: &str) -> String {
+    let mut out = String::new();
+    quote(text.as_bytes(), &mut out);
+    out
 }
 
 /// A quoted string with Go's text-format escapes: `\"`, `\\`, `\n`, `\r`, `\t`, `\xNN` for
@@ -320,6 +359,15 @@ mod tests {
              port_map: {\n  key: \"vt\"\n  value: 15100\n}\n\
              40: 7\n\
              41: \"x\""
+        );
+    }
+
+    #[test]
+    fn one_line_as_prototext_marshal_writes_it() {
+        let multiline = "keyspace: \"ks\"\nkey_range: {\n  end: \"\\x80\"\n}\nport_map: {\n  key: \"vt\"\n  value: 1\n}\ndb: {}\ntype: REPLICA";
+        assert_eq!(
+            super::single_line(multiline),
+            "keyspace:\"ks\" key_range:{end:\"\\x80\"} port_map:{key:\"vt\" value:1} db:{} type:REPLICA"
         );
     }
 }

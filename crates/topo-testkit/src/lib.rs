@@ -21,6 +21,25 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// The environment variables through which `topo` takes its topology and an enclosing
+/// lock; a test running the binary removes them so that the caller's shell cannot change
+/// what it tests.
+pub const TOPO_ENV: [&str; 5] = [
+    "TOPO_IMPLEMENTATION",
+    "TOPO_GLOBAL_SERVER_ADDRESS",
+    "TOPO_GLOBAL_ROOT",
+    "TOPO_LOCK_FENCE",
+    "TOPO_LOG",
+];
+
+/// Removes [`TOPO_ENV`] from `cmd`'s environment.
+pub fn without_topo_env(cmd: &mut Command) -> &mut Command {
+    for v in TOPO_ENV {
+        cmd.env_remove(v);
+    }
+    cmd
+}
+
 /// True when `TOPO_TEST_STRICT=1`: missing server binaries fail tests instead of skipping.
 pub fn strict() -> bool {
     std::env::var("TOPO_TEST_STRICT").is_ok_and(|v| v == "1")

@@ -25,6 +25,42 @@ use crate::{ZkConn, ZkOptions};
 const BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// How long every server must refuse connections before a first connect gives up.
+const REFUSED_GRACE: Duration = Duration::from_millis(500);
+
+/// How long a probe waits for a TCP connection before taking the server as merely slow.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Why no server of `addr` (`host:port,…`, observers after `|`, a chroot after `/`) can be
+/// reached, when each refuses the connection or has a name that does not resolve; `None`
+/// when any server accepts a connection or is merely silent.
+async fn unreachable_everywhere(addr: &str) -> Option<String> {
+    let mut reasons = Vec::new();
+    for server in addr
+        .split([',', '|'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let server = server.split('/').next().unwrap_or(server);
+        let sockets: Vec<std::net::SocketAddr> = match tokio::net::lookup_host(server).await {
+            Ok(found) => found.collect(),
+            Err(e) => {
+                reasons.push(format!("{server}: {e}"));
+                continue;
+            }
+        };
+        for socket in &sockets {
+            match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(socket)).await
+            {
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                _ => return None,
+            }
+        }
+        reasons.push(format!("{server}: connection refused"));
+    }
+    (!reasons.is_empty()).then(|| reasons.join(", "))
+}
+
 /// Credentials from the auth file: scheme and auth bytes.
 pub(crate) type Auth = Option<(String, Vec<u8>)>;
 
@@ -59,7 +95,7 @@ impl Session {
     /// Connects a first session to `addr` (`host:port,…`).
     pub(crate) async fn open(addr: &str, options: ZkOptions, auth: Auth) -> Result<Self> {
         let tls = Tls::load(&options.tls)?;
-        let client = Self::connect(addr, &options, &auth, tls.as_ref()).await?;
+        let client = Self::connect(addr, &options, &auth, tls.as_ref(), true).await?;
         Ok(Session {
             addr: addr.to_string(),
             permits: tokio::sync::Semaphore::new(options.max_concurrency),
@@ -78,11 +114,15 @@ impl Session {
     /// once per attempt (its own endless cycling would hide a misconfiguration until the
     /// timeout); after a failed attempt, a handshake of our own tells a misconfiguration,
     /// which fails at once, from servers that are down, which are tried again with backoff.
+    /// On the `first` connect, when every server has refused the connection (or has a name
+    /// that does not resolve) for [`REFUSED_GRACE`], that is the error, without waiting for
+    /// the whole remote-operation timeout; a new session after an expired one keeps waiting.
     async fn connect(
         addr: &str,
         options: &ZkOptions,
         auth: &Auth,
         tls: Option<&Tls>,
+        first: bool,
     ) -> Result<Client> {
         let mut connector = Client::connector()
             .with_session_timeout(options.session_timeout)
@@ -101,6 +141,7 @@ impl Session {
         let what = format!("connecting to ZooKeeper at {addr}");
         bounded(options.remote_operation_timeout, &what, async {
             let mut pauses = Backoff::new(BACKOFF, MAX_BACKOFF);
+            let mut refused_since: Option<tokio::time::Instant> = None;
             loop {
                 let attempt = match tls {
                     Some(_) => connector.clone().secure_connect(addr).await,
@@ -113,6 +154,21 @@ impl Session {
                     | zookeeper_client::Error::Timeout)) => {
                         if let Some(misconfigured) = diagnose(addr, tls).await {
                             return Err(misconfigured);
+                        }
+                        if first {
+                            match unreachable_everywhere(addr).await {
+                                Some(reasons) => {
+                                    let since = *refused_since
+                                        .get_or_insert_with(tokio::time::Instant::now);
+                                    if since.elapsed() >= REFUSED_GRACE {
+                                        return Err(TopoError::backend_msg(
+                                            crate::BACKEND,
+                                            format!("{what}: {reasons}"),
+                                        ));
+                                    }
+                                }
+                                None => refused_since = None,
+                            }
                         }
                         let pause = pauses.next_delay();
                         tracing::debug!(addr, error = %e, ?pause, "no ZooKeeper server reached; retrying");
@@ -138,7 +194,14 @@ impl Session {
         }
         tracing::warn!(addr = %self.addr, state = ?current.state(), "ZooKeeper session ended; starting a new one");
         let fresh = Arc::new(
-            Self::connect(&self.addr, &self.options, &self.auth, self.tls.as_ref()).await?,
+            Self::connect(
+                &self.addr,
+                &self.options,
+                &self.auth,
+                self.tls.as_ref(),
+                false,
+            )
+            .await?,
         );
         let mut slot = self.client.write().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {

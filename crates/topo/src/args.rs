@@ -8,6 +8,15 @@ use clap::{Args, Parser, Subcommand};
 
 use topo_core::duration::parse as parse_duration;
 
+/// The exit statuses, shown at the end of `topo --help` (the README lists the same).
+const EXIT_CODES: &str = "Exit status:
+  0  success
+  1  an error (named on stderr), Validate* found problems, or a confirmation was refused
+  2  a usage error: unknown verb or flag, bad flag value, --server other than internal
+  3  GetTablets printed partial results: some cells could not be read
+  125, 126, 127, 128+N  topo lock: the lock was lost, the command could not be run, or it
+     was killed by signal N (otherwise the command's own status)";
+
 /// The Toposphere command line: Vitess topology administration.
 ///
 /// Without topology flags it works on the embedded store at ./toposphere.db (implementation
@@ -15,18 +24,59 @@ use topo_core::duration::parse as parse_duration;
 /// --topo-global-server-address and --topo-global-root (or TOPO_IMPLEMENTATION,
 /// TOPO_GLOBAL_SERVER_ADDRESS, TOPO_GLOBAL_ROOT). Command names match case-insensitively.
 #[derive(Debug, Parser)]
-#[command(name = "topo", version, max_term_width = 100)]
+#[command(name = "topo", version, max_term_width = 100, after_help = EXIT_CODES)]
 pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) global: GlobalArgs,
     /// More logging on stderr: -v info, -vv debug, -vvv trace (or TOPO_LOG=<filter>).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub(crate) verbose: u8,
-    /// Print JSON with enum names and without unpopulated fields.
+    /// Vitess's spelling of the log level: --v=1 is -v, --v=2 is -vv, --v=3 is -vvv.
+    #[arg(long = "v", value_name = "N", global = true)]
+    pub(crate) v_level: Option<u8>,
+    /// vtctldclient's --server: only `internal` (talk to the topology directly, as topo
+    /// always does) is accepted; topo does not talk to a vtctld.
+    #[arg(long, value_name = "internal", global = true)]
+    pub(crate) server: Option<String>,
+    /// Overall deadline of the command, as vtctldclient's --action_timeout (long-running
+    /// verbs: serve, watch, wait, lock have none).
+    #[arg(long = "action-timeout", alias = "action_timeout", default_value = "1h", value_parser = parse_duration, global = true)]
+    pub(crate) action_timeout: Duration,
+    /// Leave unpopulated fields out of protojson output, as vtctldclient's --compact (Go
+    /// encoding/json output, for plain maps and slices, is unchanged).
     #[arg(long, global = true)]
     pub(crate) compact: bool,
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+impl Cli {
+    /// Checks what clap cannot (`--server`) and fills the derived fields. The error is a
+    /// usage error (exit status 2).
+    pub(crate) fn resolve(&mut self) -> Result<(), String> {
+        match self.server.as_deref() {
+            None | Some("internal") => {}
+            Some(other) => {
+                return Err(format!(
+                    "--server {other:?}: topo does not talk to a vtctld; it talks to the topology \
+                     directly, as vtctldclient --server=internal does. Use --server internal (or \
+                     leave it out) with --topo-implementation, --topo-global-server-address and \
+                     --topo-global-root"
+                ))
+            }
+        }
+        if let Some(v) = self.v_level {
+            self.verbose = self.verbose.max(v);
+        }
+        let g = &mut self.global;
+        g.default_store = g.server_addresses.is_empty();
+        g.server_address = if g.default_store {
+            topo_local::DEFAULT_PATH.to_string()
+        } else {
+            g.server_addresses.join(",")
+        };
+        Ok(())
+    }
 }
 
 /// Where the topology is and how to talk to it.
@@ -43,9 +93,16 @@ pub(crate) struct GlobalArgs {
         global = true
     )]
     pub(crate) implementation: String,
-    /// Global topology server address (local: the database file).
-    #[arg(id = "g_server_address", long = "topo-global-server-address", alias = "topo_global_server_address", env = "TOPO_GLOBAL_SERVER_ADDRESS", default_value = topo_local::DEFAULT_PATH, global = true)]
+    /// Global topology server address (local: the database file; default ./toposphere.db).
+    /// Repeatable and comma-separated, as in Vitess: the addresses are joined with commas.
+    #[arg(id = "g_server_address", long = "topo-global-server-address", alias = "topo_global_server_address", env = "TOPO_GLOBAL_SERVER_ADDRESS", action = clap::ArgAction::Append, global = true)]
+    pub(crate) server_addresses: Vec<String>,
+    /// The global server address: `server_addresses` joined, or the embedded default.
+    #[arg(skip)]
     pub(crate) server_address: String,
+    /// True when no address was given and `local` runs on the embedded default file.
+    #[arg(skip)]
+    pub(crate) default_store: bool,
     /// Root of the global topology.
     #[arg(
         id = "g_root",
@@ -246,10 +303,15 @@ pub(crate) enum Command {
     #[command(name = "AddCellInfo")]
     AddCellInfo {
         /// Root of the cell's topology (required).
-        #[arg(long)]
+        #[arg(long, short = 'r')]
         root: String,
         /// Address of the cell's topology server.
-        #[arg(long = "server-address", alias = "server_address", default_value = "")]
+        #[arg(
+            long = "server-address",
+            short = 'a',
+            alias = "server_address",
+            default_value = ""
+        )]
         server_address: String,
         /// The cell.
         cell: String,
@@ -258,10 +320,15 @@ pub(crate) enum Command {
     #[command(name = "UpdateCellInfo")]
     UpdateCellInfo {
         /// New root.
-        #[arg(long, default_value = "")]
+        #[arg(long, short = 'r', default_value = "")]
         root: String,
         /// New server address.
-        #[arg(long = "server-address", alias = "server_address", default_value = "")]
+        #[arg(
+            long = "server-address",
+            short = 'a',
+            alias = "server_address",
+            default_value = ""
+        )]
         server_address: String,
         /// The cell.
         cell: String,
@@ -270,7 +337,7 @@ pub(crate) enum Command {
     #[command(name = "DeleteCellInfo", alias = "RemoveCellInfo")]
     DeleteCellInfo {
         /// Delete even if the cell serves keyspaces or cannot be reached.
-        #[arg(long)]
+        #[arg(long, short = 'f')]
         force: bool,
         /// The cell.
         cell: String,
@@ -288,7 +355,7 @@ pub(crate) enum Command {
     #[command(name = "AddCellsAlias")]
     AddCellsAlias {
         /// The cells of the alias (comma-separated or repeated).
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(long, short = 'c', value_delimiter = ',', required = true)]
         cells: Vec<String>,
         /// The alias.
         alias: String,
@@ -297,7 +364,7 @@ pub(crate) enum Command {
     #[command(name = "UpdateCellsAlias")]
     UpdateCellsAlias {
         /// The new cells.
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, short = 'c', value_delimiter = ',')]
         cells: Vec<String>,
         /// The alias.
         alias: String,
@@ -372,10 +439,10 @@ pub(crate) enum Command {
     #[command(name = "CreateShard")]
     CreateShard {
         /// Succeed when the shard exists.
-        #[arg(long)]
+        #[arg(long, short = 'f')]
         force: bool,
         /// Create the keyspace when it does not exist.
-        #[arg(long = "include-parent", alias = "include_parent")]
+        #[arg(long = "include-parent", short = 'p', alias = "include_parent")]
         include_parent: bool,
         /// <keyspace>/<shard>
         #[arg(value_parser = parse_keyspace_shard)]
@@ -469,14 +536,18 @@ pub(crate) enum Command {
     #[command(name = "SetShardTabletControl")]
     SetShardTabletControl {
         /// Cells the control applies to.
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, short = 'c', value_delimiter = ',')]
         cells: Vec<String>,
         /// Tables to deny.
         #[arg(long = "denied-tables", alias = "denied_tables", value_delimiter = ',')]
         denied_tables: Vec<String>,
         /// Remove the tables instead.
-        #[arg(long)]
+        #[arg(long, short = 'r')]
         remove: bool,
+        /// Without --denied-tables and --remove: set (or with =false clear) the shard's
+        /// DisableQueryService in the cells' SrvKeyspace.
+        #[arg(long = "disable-query-service", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set, default_value = "false")]
+        disable_query_service: bool,
         /// <keyspace>/<shard>
         #[arg(value_parser = parse_keyspace_shard)]
         shard: (String, String),
@@ -523,20 +594,24 @@ pub(crate) enum Command {
     #[command(name = "DeleteTablets")]
     DeleteTablets {
         /// Allow deleting a shard primary.
-        #[arg(long = "allow-primary", alias = "allow_primary")]
+        #[arg(long = "allow-primary", short = 'p', alias = "allow_primary")]
         allow_primary: bool,
         /// Tablet aliases.
         #[arg(required = true)]
         aliases: Vec<String>,
     },
-    /// Register a tablet (the legacy InitTablet). Example: topo AddTablet --keyspace customer --shard -80 --type replica zone1-101
-    #[command(name = "AddTablet", alias = "InitTablet")]
+    /// Register a tablet (and make a PRIMARY its shard's primary). Example: topo AddTablet --keyspace customer --shard -80 --type replica zone1-101
+    #[command(name = "AddTablet")]
     AddTablet(AddTabletArgs),
+    /// vtctl's InitTablet, with its flags: write a tablet record, as vttablet does at start
+    /// (prints nothing). Example: topo InitTablet --keyspace customer --shard -80 --hostname h1 --port 15101 zone1-101 replica
+    #[command(name = "InitTablet")]
+    InitTablet(InitTabletArgs),
     /// Rebuild the serving graph of keyspaces. Example: topo RebuildKeyspaceGraph customer
     #[command(name = "RebuildKeyspaceGraph")]
     RebuildKeyspaceGraph {
         /// Cells (default: all).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, short = 'c', value_delimiter = ',')]
         cells: Vec<String>,
         /// Allow a partial SNAPSHOT keyspace.
         #[arg(long = "allow-partial", alias = "allow_partial")]
@@ -549,7 +624,7 @@ pub(crate) enum Command {
     #[command(name = "RebuildVSchemaGraph")]
     RebuildVSchemaGraph {
         /// Cells (default: all).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, short = 'c', value_delimiter = ',')]
         cells: Vec<String>,
     },
     /// Print the keyspace names of cells. Example: topo GetSrvKeyspaceNames zone1
@@ -593,6 +668,12 @@ pub(crate) enum Command {
         /// A file holding the VSchema JSON.
         #[arg(long = "vschema-file", alias = "vschema_file")]
         vschema_file: Option<PathBuf>,
+        /// VSchema DDL (`alter vschema …`): refused, topo has no SQL parser.
+        #[arg(long)]
+        sql: Option<String>,
+        /// A file of VSchema DDL: refused, topo has no SQL parser.
+        #[arg(long = "sql-file", alias = "sql_file")]
+        sql_file: Option<PathBuf>,
         /// Cells whose SrvVSchema to rebuild (default: all).
         #[arg(long, value_delimiter = ',')]
         cells: Vec<String>,
@@ -629,9 +710,6 @@ pub(crate) enum Command {
     /// Print keyspace routing rules. Example: topo GetKeyspaceRoutingRules
     #[command(name = "GetKeyspaceRoutingRules")]
     GetKeyspaceRoutingRules,
-    /// Save mirror rules. Example: topo ApplyMirrorRules --rules-file rules.json
-    #[command(name = "ApplyMirrorRules")]
-    ApplyMirrorRules(RulesArgs),
     /// Print mirror rules. Example: topo GetMirrorRules
     #[command(name = "GetMirrorRules")]
     GetMirrorRules,
@@ -653,14 +731,55 @@ pub(crate) enum Command {
         /// The cell (global or a cell).
         #[arg(long, default_value = "global")]
         cell: String,
+        /// Write bytes that do not decode as the record the path names.
+        #[arg(long)]
+        raw: bool,
         /// Topology path.
         path: String,
         /// Local file.
         file: PathBuf,
     },
-    /// Check the topology's consistency. Example: topo Validate
+    /// Check the whole topology as Vitess's Validate does, without asking tablets: each
+    /// shard has one PRIMARY, the shard record's; every listed tablet has a valid record.
+    /// Exit status 1 when a problem is found. Example: topo Validate
     #[command(name = "Validate")]
-    Validate,
+    Validate {
+        /// Refused: pinging tablets needs a vtctld; topo reads only the topology.
+        #[arg(long = "ping-tablets", short = 'p')]
+        ping_tablets: bool,
+    },
+    /// Check one keyspace as Vitess's ValidateKeyspace does (topology checks only).
+    /// Example: topo ValidateKeyspace customer
+    #[command(name = "ValidateKeyspace")]
+    ValidateKeyspace {
+        /// Refused: pinging tablets needs a vtctld; topo reads only the topology.
+        #[arg(long = "ping-tablets", short = 'p')]
+        ping_tablets: bool,
+        /// The keyspace.
+        keyspace: String,
+    },
+    /// Check one shard as Vitess's ValidateShard does (topology checks only).
+    /// Example: topo ValidateShard customer/-80
+    #[command(name = "ValidateShard")]
+    ValidateShard {
+        /// Refused: pinging tablets needs a vtctld; topo reads only the topology.
+        #[arg(long = "ping-tablets", short = 'p')]
+        ping_tablets: bool,
+        /// <keyspace>/<shard>
+        #[arg(value_parser = parse_keyspace_shard)]
+        shard: (String, String),
+    },
+    /// Print the names of N equal shards (no topology needed). Example: topo GenerateShardRanges 4
+    #[command(name = "GenerateShardRanges")]
+    GenerateShardRanges {
+        /// The number of shards.
+        #[arg(allow_hyphen_values = true)]
+        num_shards: String,
+    },
+    /// Update a keyspace's tablet throttler configuration, in its record and every cell's
+    /// SrvKeyspace. Example: topo UpdateThrottlerConfig --enable --threshold 5 customer
+    #[command(name = "UpdateThrottlerConfig")]
+    UpdateThrottlerConfig(UpdateThrottlerConfigArgs),
     /// Print topology files (wildcards per path element). Example: topo TopoCat --decode-proto /keyspaces/*/Keyspace
     #[command(name = "TopoCat")]
     TopoCat {
@@ -705,6 +824,9 @@ pub(crate) enum Command {
         /// Copy from a local file to the topology.
         #[arg(long = "to_topo", alias = "to-topo")]
         to_topo: bool,
+        /// With --to_topo: write bytes that do not decode as the record the path names.
+        #[arg(long)]
+        raw: bool,
         /// Source.
         src: String,
         /// Destination.
@@ -716,9 +838,15 @@ pub(crate) enum Command {
         /// The cell (global or a cell).
         #[arg(long, default_value = "global")]
         cell: String,
-        /// Delete everything under each path.
+        /// Delete everything under each path (listed first, and confirmed on a terminal).
         #[arg(short = 'r', long)]
         recursive: bool,
+        /// With -r: allow the root or a whole top-level directory (`/`, `/keyspaces`).
+        #[arg(long)]
+        force: bool,
+        /// With -r: do not ask for confirmation (needed when stdin is not a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
         /// Paths.
         #[arg(required = true)]
         paths: Vec<String>,
@@ -830,9 +958,13 @@ pub(crate) enum Command {
     /// Restore a backup into the configured topology. Example: topo restore topo-backup.json
     #[command(name = "restore")]
     Restore {
-        /// Restore into a topology that already holds data.
+        /// Restore into a topology that already holds data (what is there is listed, and
+        /// confirmed on a terminal).
         #[arg(long)]
         force: bool,
+        /// With --force: do not ask for confirmation (needed when stdin is not a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
         /// Keep the cell records' server addresses from the backup (default: point every
         /// cell at the target's global server address).
         #[arg(long = "keep-cell-addresses")]
@@ -939,14 +1071,74 @@ pub(crate) enum DoctorFormat {
     Json,
 }
 
+impl Command {
+    /// Verbs that only read: on the embedded default store they refuse to create it.
+    pub(crate) fn is_read_only(&self) -> bool {
+        use Command as C;
+        matches!(
+            self,
+            C::GetCellInfo { .. }
+                | C::GetCellInfoNames
+                | C::GetCellsAliases
+                | C::GetKeyspace { .. }
+                | C::GetKeyspaces
+                | C::FindAllShardsInKeyspace { .. }
+                | C::GetShard { .. }
+                | C::GetShardReplication { .. }
+                | C::GetTablet { .. }
+                | C::GetTablets(_)
+                | C::GetSrvKeyspaceNames { .. }
+                | C::GetSrvKeyspaces { .. }
+                | C::GetSrvVSchema { .. }
+                | C::GetSrvVSchemas { .. }
+                | C::GetVSchema { .. }
+                | C::GetRoutingRules
+                | C::GetShardRoutingRules
+                | C::GetKeyspaceRoutingRules
+                | C::GetMirrorRules
+                | C::GetTopologyPath { .. }
+                | C::Validate { .. }
+                | C::ValidateKeyspace { .. }
+                | C::ValidateShard { .. }
+                | C::TopoCat { .. }
+                | C::TopoLs { .. }
+                | C::Cat { .. }
+                | C::Stat { .. }
+                | C::Watch { .. }
+                | C::Wait { .. }
+                | C::Backup { .. }
+                | C::Doctor { .. }
+                | C::Serve { .. }
+        )
+    }
+
+    /// Verbs that run until stopped or have a deadline of their own: --action-timeout does
+    /// not apply to them.
+    pub(crate) fn is_long_running(&self) -> bool {
+        use Command as C;
+        matches!(
+            self,
+            C::Serve { .. }
+                | C::Watch { .. }
+                | C::Wait { .. }
+                | C::Lock { .. }
+                | C::LockSupervise { .. }
+        )
+    }
+}
+
 /// CreateKeyspace's arguments.
 #[derive(Debug, Args)]
 pub(crate) struct CreateKeyspaceArgs {
     /// Succeed when the keyspace exists.
-    #[arg(long)]
+    #[arg(long, short = 'f')]
     pub(crate) force: bool,
     /// Do not create an empty VSchema.
-    #[arg(long = "allow-empty-vschema", alias = "allow_empty_vschema")]
+    #[arg(
+        long = "allow-empty-vschema",
+        short = 'e',
+        alias = "allow_empty_vschema"
+    )]
     pub(crate) allow_empty_vschema: bool,
     /// NORMAL or SNAPSHOT.
     #[arg(long = "type", default_value = "NORMAL")]
@@ -985,7 +1177,7 @@ pub(crate) struct GetTabletsArgs {
     #[arg(long, short = 'k')]
     pub(crate) keyspace: Option<String>,
     /// Shard (needs --keyspace). Shard names start with `-` (`-80`), so values may.
-    #[arg(long, short = 's', requires = "keyspace", allow_hyphen_values = true)]
+    #[arg(long, short = 's', allow_hyphen_values = true)]
     pub(crate) shard: Option<String>,
     /// Only this tablet type.
     #[arg(long = "tablet-type", alias = "tablet_type")]
@@ -1046,24 +1238,114 @@ pub(crate) struct AddTabletArgs {
     pub(crate) alias: String,
 }
 
+/// InitTablet's arguments: vtctl's flags (`go/vt/vtctl/vtctl.go`, commandInitTablet).
+#[derive(Debug, Args)]
+pub(crate) struct InitTabletArgs {
+    /// Overrides the name of the database the vttablet uses.
+    #[arg(
+        long = "db_name_override",
+        alias = "db-name-override",
+        default_value = ""
+    )]
+    pub(crate) db_name_override: String,
+    /// Replace an existing tablet record of the same alias.
+    #[arg(long = "allow_update", alias = "allow-update")]
+    pub(crate) allow_update: bool,
+    /// Let a PRIMARY be created while the shard has another primary.
+    #[arg(long = "allow_master_override", aliases = ["allow-master-override", "allow_primary_override", "allow-primary-override"])]
+    pub(crate) allow_master_override: bool,
+    /// Create the keyspace and shard when missing.
+    #[arg(long)]
+    pub(crate) parent: bool,
+    /// The server the tablet runs on.
+    #[arg(long, default_value = "")]
+    pub(crate) hostname: String,
+    /// The MySQL server's host.
+    #[arg(long = "mysql_host", alias = "mysql-host", default_value = "")]
+    pub(crate) mysql_host: String,
+    /// The MySQL port (0: none).
+    #[arg(long = "mysql_port", alias = "mysql-port", default_value_t = 0)]
+    pub(crate) mysql_port: i32,
+    /// The vttablet port (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) port: i32,
+    /// The vttablet gRPC port (0: none).
+    #[arg(long = "grpc_port", alias = "grpc-port", default_value_t = 0)]
+    pub(crate) grpc_port: i32,
+    /// The keyspace.
+    #[arg(long, default_value = "")]
+    pub(crate) keyspace: String,
+    /// The shard (`-80` is a value, not a flag).
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    pub(crate) shard: String,
+    /// Tags as comma-separated key:value pairs.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) tags: Vec<String>,
+    /// Tablet alias (`cell-uid`).
+    pub(crate) alias: String,
+    /// Tablet type (primary, replica, rdonly, …).
+    pub(crate) tablet_type: String,
+}
+
 /// Apply*Rules arguments.
 #[derive(Debug, Args)]
 pub(crate) struct RulesArgs {
     /// The rules as JSON.
-    #[arg(long, conflicts_with = "rules_file")]
+    #[arg(long, short = 'r', conflicts_with = "rules_file")]
     pub(crate) rules: Option<String>,
     /// A file holding the rules JSON.
-    #[arg(long = "rules-file", alias = "rules_file")]
+    #[arg(long = "rules-file", short = 'f', alias = "rules_file")]
     pub(crate) rules_file: Option<PathBuf>,
     /// Cells whose SrvVSchema to rebuild (default: all).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, short = 'c', value_delimiter = ',')]
     pub(crate) cells: Vec<String>,
     /// Do not rebuild the serving VSchema.
     #[arg(long = "skip-rebuild", alias = "skip_rebuild")]
     pub(crate) skip_rebuild: bool,
     /// Check and print, do not save.
-    #[arg(long = "dry-run", alias = "dry_run")]
+    #[arg(long = "dry-run", short = 'd', alias = "dry_run")]
     pub(crate) dry_run: bool,
+}
+
+/// UpdateThrottlerConfig's arguments (vtctldclient's throttler.go flags for the topology).
+#[derive(Debug, Args)]
+pub(crate) struct UpdateThrottlerConfigArgs {
+    /// Enable the throttler.
+    #[arg(long)]
+    pub(crate) enable: bool,
+    /// Disable the throttler.
+    #[arg(long)]
+    pub(crate) disable: bool,
+    /// Threshold of the default check (replication lag seconds; only a value above 0 is
+    /// applied) or, with --custom-query, of the custom query (any value, 0 when not given).
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) threshold: Option<f64>,
+    /// Custom throttler check query (given, even empty, it replaces the current one).
+    #[arg(long = "custom-query")]
+    pub(crate) custom_query: Option<String>,
+    /// /throttler/check requests behave as /throttler/check-self.
+    #[arg(long = "check-as-check-self")]
+    pub(crate) check_as_check_self: bool,
+    /// /throttler/check requests behave as usual.
+    #[arg(long = "check-as-check-shard")]
+    pub(crate) check_as_check_shard: bool,
+    /// Throttle this app.
+    #[arg(long = "throttle-app")]
+    pub(crate) throttle_app: Option<String>,
+    /// Stop throttling this app.
+    #[arg(long = "unthrottle-app")]
+    pub(crate) unthrottle_app: Option<String>,
+    /// Ratio of the throttled app's requests to refuse, 0 to 1.
+    #[arg(long = "throttle-app-ratio", default_value_t = 1.0)]
+    pub(crate) throttle_app_ratio: f64,
+    /// How long the app stays throttled.
+    #[arg(long = "throttle-app-duration", default_value = "1h", value_parser = parse_duration)]
+    pub(crate) throttle_app_duration: Duration,
+    /// Exempt the app from throttling instead.
+    #[arg(long = "throttle-app-exempt")]
+    pub(crate) throttle_app_exempt: bool,
+    /// The keyspace.
+    pub(crate) keyspace: String,
 }
 
 /// topo2topo's arguments (Vitess's flags, both spellings).
@@ -1142,6 +1424,32 @@ mod tests {
         for bad in ["ks", "/0", "ks/", "a/b/c"] {
             assert!(parse_keyspace_shard(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn global_flags_as_vtctldclient_spells_them() {
+        let mut cli = Cli::parse_from([
+            "topo",
+            "--server=internal",
+            "--action_timeout=5s",
+            "--v=2",
+            "--topo-implementation=etcd2",
+            "--topo-global-server-address=e1:2379",
+            "--topo-global-server-address",
+            "e2:2379,e3:2379",
+            "GetKeyspaces",
+        ]);
+        cli.resolve().unwrap();
+        assert_eq!(cli.global.server_address, "e1:2379,e2:2379,e3:2379");
+        assert!(!cli.global.default_store);
+        assert_eq!(cli.verbose, 2);
+        assert_eq!(cli.action_timeout, Duration::from_secs(5));
+        let mut other = Cli::parse_from(["topo", "--server", "vtctld:15999", "GetKeyspaces"]);
+        let err = other.resolve().unwrap_err();
+        assert!(
+            err.contains("directly") && err.contains("--topo-global-server-address"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -54,7 +54,11 @@ fn init_logging(verbose: u8) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(normalize_command_name(std::env::args().collect()));
+    let mut cli = Cli::parse_from(normalize_command_name(std::env::args().collect()));
+    if let Err(message) = cli.resolve() {
+        eprintln!("topo: {message}");
+        return ExitCode::from(2);
+    }
     init_logging(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,22 +1,33 @@
 //! Printing results the way vtctldclient does.
 
 use serde_json::Value;
-use topo_proto::json::{message_to_json, pretty_string, JsonForm};
+use topo_proto::json::{go_string, message_to_json, pretty_string, JsonForm};
 use topo_proto::Record;
 
-/// The JSON form for `--compact`: vtctldclient's default form (enum numbers, every field)
-/// unless compact (enum names, set fields only).
+/// The protojson form of `cli.MarshalJSON`: vtctldclient's `DefaultMarshalOptions` (enum
+/// names, every field) unless `--compact` (set fields only).
 pub(crate) fn form(compact: bool) -> JsonForm {
     if compact {
         JsonForm::Pretty
     } else {
-        JsonForm::Vtctld
+        JsonForm::Full
     }
 }
 
 /// A message as JSON in the chosen form.
 pub(crate) fn msg<M: Record>(m: &M, compact: bool) -> Value {
     message_to_json(m, form(compact))
+}
+
+/// A message as Go's `encoding/json` writes the Go struct (`cli.MarshalJSON` of a plain map
+/// or slice; `--compact` does not change it).
+pub(crate) fn go_msg<M: Record>(m: &M) -> Value {
+    message_to_json(m, JsonForm::Go)
+}
+
+/// Prints a value as Go's `json.MarshalIndent` does.
+pub(crate) fn print_go(v: &Value) {
+    crate::out!("{}", go_string(v));
 }
 
 /// Prints a line on stdout. Unlike `println!` it does not panic when stdout is closed

@@ -161,9 +161,16 @@ fn start_serve(dir: &Path, backend: &Backend, extra: &[&str]) -> (ServerProcess,
 
 /// The durability policy of `commerce`, read with the CLI.
 fn durability(dir: &Path) -> String {
-    let out = topo(dir, &["GetKeyspace", "commerce"]);
-    let v: Value = serde_json::from_str(&out[out.find('{').expect("JSON")..]).unwrap();
-    v["keyspace"]["durability_policy"]
+    let out = topo(
+        dir,
+        &[
+            "GetTopologyPath",
+            "--data-as-json",
+            "/global/keyspaces/commerce/Keyspace",
+        ],
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["durabilityPolicy"]
         .as_str()
         .unwrap_or_default()
         .to_string()
@@ -301,7 +308,7 @@ async fn scenario(c: &Client, base: &str, dir: &Path) {
         "no editor when read-only"
     );
 
-    // An undecodable file shows as hex.
+    // An undecodable file shows as hex (`--raw`: TopoCp refuses such bytes otherwise).
     let junk = dir.join("junk.bin");
     std::fs::write(&junk, [0xde, 0xad, 0xbe, 0xef, 0x01]).unwrap();
     topo(
@@ -309,6 +316,7 @@ async fn scenario(c: &Client, base: &str, dir: &Path) {
         &[
             "TopoCp",
             "--to_topo",
+            "--raw",
             junk.to_str().unwrap(),
             "/keyspaces/orders/shards/0/Shard",
         ],

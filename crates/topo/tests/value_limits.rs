@@ -10,12 +10,8 @@ use topo_testkit::etcd::EtcdCluster;
 use topo_testkit::zk::ZkCluster;
 
 fn topo(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_topo"))
+    topo_testkit::without_topo_env(&mut Command::new(env!("CARGO_BIN_EXE_topo")))
         .current_dir(dir)
-        .env_remove("TOPO_IMPLEMENTATION")
-        .env_remove("TOPO_GLOBAL_SERVER_ADDRESS")
-        .env_remove("TOPO_GLOBAL_ROOT")
-        .env_remove("TOPO_LOCK_FENCE")
         .args(args)
         .output()
         .unwrap()

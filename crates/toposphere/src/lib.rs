@@ -53,6 +53,8 @@ pub mod serving;
 pub mod srv_cache;
 pub mod tablet;
 pub mod tee;
+pub mod throttler;
+pub mod validate;
 pub mod vschema;
 
 #[cfg(any(test, feature = "suite"))]

@@ -75,6 +75,43 @@ pub fn validate_path_element(what: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The names of `shards` shards of (nearly) equal size covering the whole key range, as
+/// Vitess's `key.GenerateShardRanges` spells them: two hex digits per bound up to 256 shards,
+/// four up to 65536, boundaries rounded down from the exact fractions.
+///
+/// # Errors
+/// `InvalidArgument` (with Vitess's text) for zero, negative, or over 65536 shards.
+pub fn generate_shard_ranges(shards: i64) -> Result<Vec<String>> {
+    let (width, max) = match shards {
+        i64::MIN..=0 => return Err(TopoError::invalid("shards must be greater than zero")),
+        1..=256 => (2, 256u32),
+        257..=65536 => (4, 65536u32),
+        _ => {
+            return Err(TopoError::invalid(
+                "this function does not support more than 65336 shards in a single keyspace",
+            ))
+        }
+    };
+    let bound = |v: u32, edge: u32| {
+        if v == edge {
+            String::new()
+        } else {
+            format!("{v:0width$x}")
+        }
+    };
+    let size = f64::from(max) / shards as f64;
+    let mut start = 0u32;
+    Ok((1..=shards)
+        .map(|i| {
+            // Truncation toward zero, as Go's int(float64) does.
+            let end = (i as f64 * size) as u32;
+            let name = format!("{}-{}", bound(start, 0), bound(end, max));
+            start = end;
+            name
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +159,15 @@ mod tests {
         }
         assert!(validate_path_element("metadata key", "k1").is_ok());
         assert!(validate_path_element("metadata key", "../x").is_err());
+    }
+
+    #[test]
+    fn shard_ranges_as_vitess_generates_them() {
+        assert_eq!(generate_shard_ranges(1).unwrap(), ["-"]);
+        assert_eq!(generate_shard_ranges(2).unwrap(), ["-80", "80-"]);
+        assert_eq!(generate_shard_ranges(3).unwrap(), ["-55", "55-aa", "aa-"]);
+        assert_eq!(generate_shard_ranges(512).unwrap()[1], "0080-0100");
+        assert!(generate_shard_ranges(0).is_err());
+        assert!(generate_shard_ranges(65537).is_err());
     }
 }

@@ -6,7 +6,7 @@ use toposphere::records::no_update_needed;
 use toposphere::Server;
 
 use crate::args::Command;
-use crate::output::{msg, object, print};
+use crate::output::{go_msg, msg, object, print, print_go};
 
 pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<()> {
     match command {
@@ -67,9 +67,7 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
             print(&msg(&ts.get_cell_info(&cell, true).await?, compact))
         }
         Command::GetCellInfoNames => {
-            for name in ts.get_cell_info_names().await? {
-                crate::out!("{name}");
-            }
+            crate::out!("{}", ts.get_cell_info_names().await?.join("\n"));
         }
         Command::AddCellsAlias { cells, alias } => {
             ts.create_cells_alias(
@@ -79,7 +77,11 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
                 },
             )
             .await?;
-            crate::out!("Created cells alias: {alias} (cells = {cells:?})");
+            // Go's %v of a []string: `[zone1 zone2]`.
+            crate::out!(
+                "Created cells alias: {alias} (cells = [{}])",
+                cells.join(" ")
+            );
         }
         Command::UpdateCellsAlias { cells, alias } => {
             let updated = ts
@@ -97,11 +99,9 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
             crate::out!("Delete cells alias {alias}");
         }
         Command::GetCellsAliases => {
+            // vtctldclient marshals the map[string]*CellsAlias with encoding/json.
             let aliases = ts.get_cells_aliases().await?;
-            print(&object([(
-                "aliases".to_string(),
-                object(aliases.iter().map(|(k, v)| (k.clone(), msg(v, compact)))),
-            )]));
+            print_go(&object(aliases.iter().map(|(k, v)| (k.clone(), go_msg(v)))));
         }
         other => unreachable!("not a cells command: {other:?}"),
     }

@@ -2,13 +2,15 @@
 
 use serde_json::Value;
 use topo_core::{ErrorKind, Result, TopoError};
-use topo_proto::names::{parse_key_range, parse_tablet_type};
+use topo_proto::json::message_to_text_line;
+use topo_proto::names::{go_quote, parse_key_range, parse_tablet_type};
 use topo_proto::topodata::{shard, Keyspace, KeyspaceType};
 use topo_proto::{vschema, vttime, Stored};
+use toposphere::records::no_update_needed;
 use toposphere::{KeyspaceInfo, Server, ShardInfo};
 
 use crate::args::{Command, CreateKeyspaceArgs};
-use crate::output::{msg, object, print};
+use crate::output::{go_msg, msg, object, print, print_go};
 
 /// vtctldata.Keyspace: `{name, keyspace}`.
 pub(crate) fn keyspace_json(ki: &KeyspaceInfo, compact: bool) -> Value {
@@ -52,6 +54,11 @@ async fn create_keyspace(ts: &Server, a: CreateKeyspaceArgs, compact: bool) -> R
         ..Default::default()
     };
     if keyspace_type == KeyspaceType::Snapshot {
+        if a.durability_policy != "none" {
+            return Err(TopoError::invalid(
+                "--durability-policy cannot be specified while creating a snapshot keyspace",
+            ));
+        }
         let base = a.base_keyspace.clone().ok_or_else(|| {
             TopoError::invalid("--base-keyspace is required for a SNAPSHOT keyspace")
         })?;
@@ -88,14 +95,14 @@ async fn create_keyspace(ts: &Server, a: CreateKeyspaceArgs, compact: bool) -> R
     Ok(())
 }
 
+/// Edits a shard record under its keyspace lock and returns the record as it now is.
 async fn edit_shard<F>(
     ts: &Server,
     ks: &str,
     name: &str,
-    compact: bool,
     action: &str,
     mut edit: F,
-) -> Result<()>
+) -> Result<ShardInfo>
 where
     F: FnMut(&mut ShardInfo) -> Result<()>,
 {
@@ -109,22 +116,44 @@ where
         None => ts.get_shard(ks, name).await?,
     };
     unlocked?;
-    print(&object([("shard".to_string(), shard_json(&si, compact))]));
-    Ok(())
+    Ok(si)
+}
+
+/// SourceShardAdd/Delete's answer: the updated record, or vtctldclient's text when nothing
+/// changed.
+fn print_source_shard_edit(changed: bool, si: &ShardInfo, unchanged: String, compact: bool) {
+    if changed {
+        crate::out!("Updated shard record:");
+        print(&msg(&si.shard.msg, compact));
+    } else {
+        crate::out!("{unchanged}");
+    }
 }
 
 pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<()> {
     match command {
         Command::CreateKeyspace(a) => create_keyspace(ts, a, compact).await?,
         Command::GetKeyspace { keyspace } => {
-            print(&keyspace_json(&ts.get_keyspace(&keyspace).await?, compact))
+            // keyspaces.go prints fmt.Printf("%+v\n", resp.Keyspace): the vtctldata.Keyspace
+            // message's one-line text.
+            let ki = ts.get_keyspace(&keyspace).await?;
+            crate::out!(
+                "name:{} keyspace:{{{}}}",
+                go_quote(&ki.name),
+                message_to_text_line(&ki.keyspace.msg)
+            );
         }
         Command::GetKeyspaces => {
+            // vtctldclient marshals the []*vtctldata.Keyspace slice with encoding/json.
             let mut out = Vec::new();
             for name in ts.get_keyspaces().await? {
-                out.push(keyspace_json(&ts.get_keyspace(&name).await?, compact));
+                let ki = ts.get_keyspace(&name).await?;
+                out.push(object([
+                    ("name".to_string(), Value::String(ki.name.clone())),
+                    ("keyspace".to_string(), go_msg(&ki.keyspace.msg)),
+                ]));
             }
-            print(&Value::Array(out));
+            print_go(&Value::Array(out));
         }
         Command::DeleteKeyspace {
             recursive,
@@ -138,11 +167,14 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
         }
         Command::FindAllShardsInKeyspace { keyspace } => {
             let shards = ts.find_all_shards_in_keyspace(&keyspace).await?;
-            print(&object(
-                shards
-                    .iter()
-                    .map(|(k, s)| (k.clone(), shard_json(s, compact))),
-            ));
+            print(&object([(
+                "shards".to_string(),
+                object(
+                    shards
+                        .iter()
+                        .map(|(k, s)| (k.clone(), shard_json(s, compact))),
+                ),
+            )]));
         }
         Command::SetKeyspaceDurabilityPolicy {
             durability_policy,
@@ -163,7 +195,7 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
             unlocked?;
             print(&object([(
                 "keyspace".to_string(),
-                keyspace_json(&ki, compact),
+                msg(&ki.keyspace.msg, compact),
             )]));
         }
         Command::RemoveKeyspaceCell {
@@ -229,24 +261,50 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
             shard: (ks, name),
             serving,
         } => {
-            edit_shard(ts, &ks, &name, compact, "SetShardIsPrimaryServing", |si| {
+            let si = edit_shard(ts, &ks, &name, "SetShardIsPrimaryServing", |si| {
                 si.shard.is_primary_serving = serving;
                 Ok(())
             })
-            .await?
+            .await?;
+            print(&msg(&si.shard.msg, compact));
         }
         Command::SetShardTabletControl {
             cells,
             denied_tables,
             remove,
+            disable_query_service,
             shard: (ks, name),
             tablet_type,
         } => {
             let t = parse_tablet_type(&tablet_type)?;
-            edit_shard(ts, &ks, &name, compact, "SetShardTabletControl", |si| {
-                si.update_denied_tables(t, &cells, remove, &denied_tables)
-            })
-            .await?
+            let si = if denied_tables.is_empty() && !remove {
+                // Vitess's server: no tables and no --remove sets DisableQueryService.
+                let lock = ts.lock_keyspace(&ks, "SetShardTabletControl").await?;
+                let r = async {
+                    let si = ts.get_shard(&ks, &name).await?;
+                    ts.update_disable_query_service(
+                        &lock,
+                        &ks,
+                        std::slice::from_ref(&si),
+                        t,
+                        &cells,
+                        disable_query_service,
+                    )
+                    .await?;
+                    Ok::<_, TopoError>(si)
+                }
+                .await;
+                let unlocked = lock.unlock().await;
+                let si = r?;
+                unlocked?;
+                si
+            } else {
+                edit_shard(ts, &ks, &name, "SetShardTabletControl", |si| {
+                    si.update_denied_tables(t, &cells, remove, &denied_tables)
+                })
+                .await?
+            };
+            print(&msg(&si.shard.msg, compact));
         }
         Command::SourceShardAdd {
             key_range,
@@ -256,11 +314,11 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
             source: (sks, sshard),
         } => {
             let kr = key_range.as_deref().map(parse_key_range).transpose()?;
-            edit_shard(ts, &ks, &name, compact, "SourceShardAdd", |si| {
+            let mut added = false;
+            let path = format!("keyspaces/{ks}/shards/{name}/Shard");
+            let si = edit_shard(ts, &ks, &name, "SourceShardAdd", |si| {
                 if si.shard.source_shards.iter().any(|s| s.uid == uid) {
-                    return Err(TopoError::invalid(format!(
-                        "shard {ks}/{name} already has a source shard with uid {uid}"
-                    )));
+                    return Err(no_update_needed(&path));
                 }
                 si.shard.source_shards.push(shard::SourceShard {
                     uid,
@@ -269,25 +327,38 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
                     key_range: kr.clone(),
                     tables: tables.clone(),
                 });
+                added = true;
                 Ok(())
             })
-            .await?
+            .await?;
+            let unchanged = format!(
+                "SourceShard with uid {uid} already exists for {ks}/{name}, not adding it."
+            );
+            print_source_shard_edit(added, &si, unchanged, compact);
         }
         Command::SourceShardDelete {
             shard: (ks, name),
             uid,
         } => {
-            edit_shard(ts, &ks, &name, compact, "SourceShardDelete", |si| {
+            let mut deleted = false;
+            let path = format!("keyspaces/{ks}/shards/{name}/Shard");
+            let si = edit_shard(ts, &ks, &name, "SourceShardDelete", |si| {
                 let before = si.shard.source_shards.len();
                 si.shard.source_shards.retain(|s| s.uid != uid);
-                if si.shard.source_shards.len() == before {
-                    return Err(TopoError::NoNode(format!(
-                        "source shard {uid} of {ks}/{name}"
-                    )));
+                deleted = si.shard.source_shards.len() != before;
+                if deleted {
+                    Ok(())
+                } else {
+                    Err(no_update_needed(&path))
                 }
-                Ok(())
             })
-            .await?
+            .await?;
+            print_source_shard_edit(
+                deleted,
+                &si,
+                format!("No SourceShard with uid {uid}."),
+                compact,
+            );
         }
         other => unreachable!("not a keyspace or shard command: {other:?}"),
     }

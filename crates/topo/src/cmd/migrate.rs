@@ -312,6 +312,8 @@ fn report_skipped<L: std::fmt::Display>(skipped: &[L]) {
 pub(crate) struct RestoreOptions {
     /// Restore into a topology that holds data.
     pub(crate) force: bool,
+    /// Do not ask before restoring over data.
+    pub(crate) yes: bool,
     /// Keep the backup's cell addresses.
     pub(crate) keep_cell_addresses: bool,
     /// Leave out values over the target's limit instead of refusing.
@@ -356,6 +358,21 @@ pub(crate) async fn restore(
                 "the target topology {} is not empty; use --force to restore into it",
                 g.root
             )))
+        }
+        Ok(entries) if !entries.is_empty() => {
+            let names: Vec<String> = entries.into_iter().map(|e| e.name).collect();
+            crate::cmd::confirm(
+                &format!(
+                    "restore --force writes {} keys over the topology at {} {} {}, which holds: \
+                     {}; keys of the backup replace the ones there, other keys stay",
+                    cells.iter().map(|(_, keys)| keys.len()).sum::<usize>(),
+                    g.implementation,
+                    g.server_address,
+                    g.root,
+                    names.join(", ")
+                ),
+                how.yes,
+            )?;
         }
         Err(e) if !e.is_no_node() => return Err(e),
         _ => {}

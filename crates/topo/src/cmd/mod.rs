@@ -129,6 +129,50 @@ fn enclosing_lock_fence(
     }
 }
 
+/// Asks before a destructive step: prints `what` on stderr, then goes on with `--yes`, asks
+/// `Proceed? [y/N]` on a terminal, and refuses when stdin is not a terminal.
+pub(crate) fn confirm(what: &str, yes: bool) -> Result<()> {
+    use std::io::IsTerminal;
+    eprintln!("{what}");
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(TopoError::precondition(
+            "not confirmed: stdin is not a terminal to ask on; pass --yes to go on",
+        ));
+    }
+    eprint!("Proceed? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| TopoError::precondition(format!("cannot read the answer: {e}")))?;
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        Err(TopoError::precondition("cancelled: nothing was changed"))
+    }
+}
+
+/// Refuses bytes for a topology path that names a record type (`…/Keyspace`, `…/Shard`…)
+/// when they do not decode as that record, unless `raw`.
+pub(crate) fn check_record_bytes(path: &str, bytes: &[u8], source: &str, raw: bool) -> Result<()> {
+    if raw {
+        return Ok(());
+    }
+    let Some(type_name) = topo_proto::json::message_type_for_path(path) else {
+        return Ok(());
+    };
+    topo_proto::json::to_json(bytes, type_name, topo_proto::json::JsonForm::Pretty)
+        .map(|_| ())
+        .map_err(|e| {
+            TopoError::invalid(format!(
+                "refusing to write {path}: {source} does not hold a {type_name} record ({e}); \
+                 --raw writes the bytes anyway"
+            ))
+        })
+}
+
 /// Reads a file the user named, with its path in the error.
 pub(crate) fn read_file(path: &std::path::Path) -> Result<Vec<u8>> {
     std::fs::read(path)
@@ -156,7 +200,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         return lock::supervise(*parent, command).await;
     }
     tee::refuse_unused_flags(&g)?;
-    // Verbs on backup files alone: no topology is opened (or created).
+    // Verbs that need no topology: none is opened (or created).
     match &cli.command {
         Command::VerifyBackup { file } => {
             migrate::verify_backup(file)?;
@@ -167,12 +211,58 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
             a,
             b,
         } => return backups::diff(a, b, *ignore_cell_addresses),
+        Command::GenerateShardRanges { num_shards } => {
+            serving::generate_shard_ranges(num_shards)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
+    let created = check_default_store(&g, &cli.command)?;
     let ts = open(&g, &g.implementation, &g.server_address, &g.root).await?;
-    let result = dispatch(&ts, &g, cli.command, compact).await;
+    if let Some(path) = created {
+        eprintln!(
+            "topo: created {} (the embedded default store: no --topo-global-server-address was given)",
+            path.display()
+        );
+    }
+    let result = if cli.command.is_long_running() {
+        dispatch(&ts, &g, cli.command, compact).await
+    } else {
+        let timeout = cli.action_timeout;
+        tokio::time::timeout(timeout, dispatch(&ts, &g, cli.command, compact))
+            .await
+            .unwrap_or_else(|_| {
+                Err(TopoError::Timeout(format!(
+                    "the command did not finish within --action-timeout ({timeout:?})"
+                )))
+            })
+    };
     ts.close().await;
     result
+}
+
+/// With no topology flags, `local` works on `./toposphere.db`. A read-only verb refuses to
+/// create it; any other verb may, and the path it created is returned to be reported.
+fn check_default_store(g: &GlobalArgs, command: &Command) -> Result<Option<std::path::PathBuf>> {
+    if !g.default_store || g.implementation != "local" {
+        return Ok(None);
+    }
+    let path = std::path::Path::new(&g.server_address);
+    if path.exists() {
+        return Ok(None);
+    }
+    let shown = std::env::current_dir()
+        .map(|d| d.join(path))
+        .unwrap_or_else(|_| path.to_path_buf());
+    if command.is_read_only() {
+        return Err(TopoError::FailedPrecondition(format!(
+            "no topology here: the embedded default store {} does not exist (topo demo builds \
+             one; --topo-implementation, --topo-global-server-address and --topo-global-root \
+             point topo at another topology)",
+            shown.display()
+        )));
+    }
+    Ok(Some(shown))
 }
 
 async fn dispatch(
@@ -211,6 +301,7 @@ async fn dispatch(
         | C::GetTablets(_)
         | C::DeleteTablets { .. }
         | C::AddTablet(_)
+        | C::InitTablet(_)
         | C::GetShardReplication { .. }
         | C::ShardReplicationAdd { .. }
         | C::ShardReplicationRemove { .. }
@@ -230,11 +321,13 @@ async fn dispatch(
         | C::GetShardRoutingRules
         | C::ApplyKeyspaceRoutingRules(_)
         | C::GetKeyspaceRoutingRules
-        | C::ApplyMirrorRules(_)
         | C::GetMirrorRules
         | C::GetTopologyPath { .. }
         | C::WriteTopologyPath { .. }
-        | C::Validate => return serving::run(ts, command, compact).await,
+        | C::Validate { .. }
+        | C::ValidateKeyspace { .. }
+        | C::ValidateShard { .. }
+        | C::UpdateThrottlerConfig(_) => return serving::run(ts, command, compact).await,
         C::TopoCat { .. }
         | C::TopoLs { .. }
         | C::TopoCp { .. }
@@ -257,6 +350,7 @@ async fn dispatch(
         } => backups::backup_rotated(ts, &file, keep).await?,
         C::Restore {
             force,
+            yes,
             keep_cell_addresses,
             skip_too_large,
             concurrency,
@@ -264,6 +358,7 @@ async fn dispatch(
         } => {
             let how = migrate::RestoreOptions {
                 force,
+                yes,
                 keep_cell_addresses,
                 skip_too_large,
                 concurrency,
@@ -291,7 +386,8 @@ async fn dispatch(
         C::Completion { .. }
         | C::LockSupervise { .. }
         | C::VerifyBackup { .. }
-        | C::DiffBackups { .. } => {
+        | C::DiffBackups { .. }
+        | C::GenerateShardRanges { .. } => {
             unreachable!("handled before opening the topology")
         }
     }

@@ -11,7 +11,7 @@ use topo_proto::json::{decode_content, message_type_for_path, to_json, JsonForm}
 use toposphere::Server;
 
 use crate::args::Command;
-use crate::cmd::{read_file, write_file};
+use crate::cmd::{check_record_bytes, confirm, read_file, write_file};
 use crate::output::print;
 
 /// Shell-style matching of one path element: `*` any run, `?` any one character.
@@ -248,6 +248,32 @@ async fn watch(conn: Arc<dyn Conn>, path: &str, recursive: bool) -> Result<ExitC
     }
 }
 
+/// Refuses a recursive delete of the root or of one whole top-level directory
+/// (`/keyspaces`, `/cells`, `/tablets`…) unless `--force`.
+fn refuse_general_path(path: &str, force: bool) -> Result<()> {
+    let depth = path.split('/').filter(|e| !e.is_empty()).count();
+    if depth < 2 && !force {
+        return Err(TopoError::invalid(format!(
+            "refusing to delete everything under {path:?}: that is the root or a whole \
+             top-level directory of the topology; name a deeper path, or pass --force"
+        )));
+    }
+    Ok(())
+}
+
+/// What a recursive delete will remove, for the confirmation.
+fn removal_summary(cell: &str, files: &[String]) -> String {
+    const SHOWN: usize = 20;
+    let mut text = format!("This deletes {} files in cell {cell}:", files.len());
+    for f in files.iter().take(SHOWN) {
+        text.push_str(&format!("\n  {f}"));
+    }
+    if files.len() > SHOWN {
+        text.push_str(&format!("\n  … and {} more", files.len() - SHOWN));
+    }
+    text
+}
+
 pub(crate) async fn run(ts: &Server, command: Command) -> Result<ExitCode> {
     match command {
         Command::TopoCat {
@@ -284,12 +310,14 @@ pub(crate) async fn run(ts: &Server, command: Command) -> Result<ExitCode> {
         Command::TopoCp {
             cell,
             to_topo,
+            raw,
             src,
             dst,
         } => {
             let conn = ts.conn_for_cell(&cell).await?;
             if to_topo {
                 let bytes = read_file(std::path::Path::new(&src))?;
+                check_record_bytes(&dst, &bytes, &src, raw)?;
                 conn.update(&dst, &bytes, None).await?;
             } else {
                 let (bytes, _) = conn.get(&src).await?;
@@ -299,26 +327,34 @@ pub(crate) async fn run(ts: &Server, command: Command) -> Result<ExitCode> {
         Command::TopoRm {
             cell,
             recursive,
+            force,
+            yes,
             paths,
         } => {
             let conn = ts.conn_for_cell(&cell).await?;
-            for p in &paths {
-                if recursive {
-                    let mut files = walk(conn.as_ref(), p).await?;
-                    if conn.get_opt(p).await?.is_some() {
-                        files.push(p.clone());
-                    }
-                    if files.is_empty() {
-                        return Err(TopoError::NoNode(p.clone()));
-                    }
-                    for f in files {
-                        match conn.delete(&f, None).await {
-                            Err(e) if !e.is_no_node() => return Err(e),
-                            _ => {}
-                        }
-                    }
-                } else {
+            if !recursive {
+                for p in &paths {
                     conn.delete(p, None).await?;
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut files = Vec::new();
+            for p in &paths {
+                refuse_general_path(p, force)?;
+                let mut under = walk(conn.as_ref(), p).await?;
+                if conn.get_opt(p).await?.is_some() {
+                    under.push(p.clone());
+                }
+                if under.is_empty() {
+                    return Err(TopoError::NoNode(p.clone()));
+                }
+                files.extend(under);
+            }
+            confirm(&removal_summary(&cell, &files), yes)?;
+            for f in files {
+                match conn.delete(&f, None).await {
+                    Err(e) if !e.is_no_node() => return Err(e),
+                    _ => {}
                 }
             }
         }

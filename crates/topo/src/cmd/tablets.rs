@@ -5,12 +5,12 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 use topo_core::{Result, TopoError};
-use topo_proto::names::{alias_string, parse_alias, parse_tablet_type};
+use topo_proto::names::{alias_string, go_quote, parse_alias, parse_tablet_type};
 use topo_proto::topodata::{Tablet, TabletType};
 use toposphere::{Server, TabletInfo};
 
-use crate::args::{AddTabletArgs, Command, GetTabletsArgs};
-use crate::output::{msg, object, print};
+use crate::args::{AddTabletArgs, Command, GetTabletsArgs, InitTabletArgs};
+use crate::output::{go_msg, msg, object, print, print_go};
 
 fn term_start(t: &Tablet) -> Option<i64> {
     t.primary_term_start_time
@@ -18,31 +18,91 @@ fn term_start(t: &Tablet) -> Option<i64> {
         .map(|ts| ts.seconds * 1_000_000_000 + i64::from(ts.nanoseconds))
 }
 
-/// One `--format awk` line: `alias keyspace shard type host:vtport mysqlhost:port [tags]
-/// primary_term_start`.
+/// `host:port` as Go's `net.JoinHostPort` writes it (IPv6 hosts in brackets).
+fn join_host_port(host: &str, port: i32) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// One `--format awk` line, as `cli.MarshalTabletAWK` (awk.go) writes it: `alias keyspace
+/// shard type host:vtport mysqlhost:port [k: "v" …] primary_term_start`, `<null>` for an
+/// empty keyspace, shard or term start.
 fn awk_line(t: &Tablet, shown_type: TabletType) -> String {
     let alias = t.alias.as_ref().map(alias_string).unwrap_or_default();
     let vt = t.port_map.get("vt").copied().unwrap_or(0);
-    let tags: Vec<String> = t.tags.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    let mut tags: Vec<String> = t
+        .tags
+        .iter()
+        .map(|(k, v)| format!("{k}: {}", go_quote(v)))
+        .collect();
+    tags.sort();
+    let or_null = |s: &str| {
+        if s.is_empty() {
+            "<null>".to_string()
+        } else {
+            s.to_string()
+        }
+    };
     let start = t
         .primary_term_start_time
         .as_ref()
+        .filter(|s| s.seconds > 0)
         .and_then(|s| chrono::DateTime::from_timestamp(s.seconds, s.nanoseconds.max(0) as u32))
         .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_else(|| "<null>".into());
     format!(
-        "{alias} {} {} {} {}:{vt} {}:{} [{}] {start}",
-        t.keyspace,
-        t.shard,
+        "{alias} {} {} {} {} {} [{}] {start}",
+        or_null(&t.keyspace),
+        or_null(&t.shard),
         shown_type.as_str_name().to_ascii_lowercase(),
-        t.hostname,
-        t.mysql_hostname,
-        t.mysql_port,
+        join_host_port(&t.hostname, vt),
+        join_host_port(&t.mysql_hostname, t.mysql_port),
         tags.join(" ")
     )
 }
 
-async fn get_tablets(ts: &Server, a: GetTabletsArgs, compact: bool) -> Result<ExitCode> {
+/// GetTablets' argument checks, with vtctldclient's texts (tablets.go); true for
+/// `--format json` (any case), false for awk.
+fn check_get_tablets(a: &GetTabletsArgs) -> Result<bool> {
+    let format = a.format.to_ascii_lowercase();
+    if format != "awk" && format != "json" {
+        return Err(TopoError::invalid(format!(
+            "invalid output format, got {}",
+            a.format
+        )));
+    }
+    if !a.tablet_aliases.is_empty() {
+        let aliases = format!("[{}]", a.tablet_aliases.join(" "));
+        let conflict = if let Some(k) = &a.keyspace {
+            Some(format!("--keyspace (= {k})"))
+        } else if let Some(s) = &a.shard {
+            Some(format!("--shard (= {s})"))
+        } else if !a.cells.is_empty() {
+            Some(format!("--cell (= [{}])", a.cells.join(" ")))
+        } else {
+            a.tablet_type
+                .as_ref()
+                .map(|t| format!("--tablet-type (= {t})"))
+        };
+        if let Some(flag) = conflict {
+            return Err(TopoError::invalid(format!(
+                "{flag} cannot be passed when using --tablet-alias (= {aliases})"
+            )));
+        }
+    }
+    if let (None, Some(s)) = (&a.keyspace, &a.shard) {
+        return Err(TopoError::invalid(format!(
+            "--shard (= {s}) cannot be passed without also passing --keyspace"
+        )));
+    }
+    Ok(format == "json")
+}
+
+async fn get_tablets(ts: &Server, a: GetTabletsArgs) -> Result<ExitCode> {
+    let json = check_get_tablets(&a)?;
     let type_filter = a
         .tablet_type
         .as_deref()
@@ -118,27 +178,20 @@ async fn get_tablets(ts: &Server, a: GetTabletsArgs, compact: bool) -> Result<Ex
             ty
         }
     };
-    match a.format.as_str() {
-        "awk" => {
-            for t in &tablets {
-                crate::out!("{}", awk_line(&t.tablet, shown(t)));
-            }
-        }
-        "json" => {
-            let list = tablets
-                .iter()
-                .map(|t| {
-                    let mut tablet = t.tablet.msg.clone();
-                    tablet.r#type = shown(t) as i32;
-                    msg(&tablet, compact)
-                })
-                .collect();
-            print(&Value::Array(list));
-        }
-        other => {
-            return Err(TopoError::invalid(format!(
-                "--format: unknown format {other:?} (use json or awk)"
-            )))
+    if json {
+        // The []*Tablet slice, marshalled with encoding/json.
+        let list = tablets
+            .iter()
+            .map(|t| {
+                let mut tablet = t.tablet.msg.clone();
+                tablet.r#type = shown(t) as i32;
+                go_msg(&tablet)
+            })
+            .collect();
+        print_go(&Value::Array(list));
+    } else {
+        for t in &tablets {
+            crate::out!("{}", awk_line(&t.tablet, shown(t)));
         }
     }
     Ok(if failed_cells.is_empty() {
@@ -195,6 +248,39 @@ async fn add_tablet(ts: &Server, a: AddTabletArgs) -> Result<()> {
     Ok(())
 }
 
+/// vtctl's InitTablet: the record built from its flags, written by `init_tablet`.
+async fn init_tablet(ts: &Server, a: InitTabletArgs) -> Result<()> {
+    let mut tags = BTreeMap::new();
+    for tag in a.tags.iter().filter(|t| !t.is_empty()) {
+        let (k, v) = tag
+            .split_once(':')
+            .ok_or_else(|| TopoError::invalid(format!("--tags {tag:?}: expected key:value")))?;
+        tags.insert(k.to_string(), v.to_string());
+    }
+    let mut port_map = BTreeMap::new();
+    if a.port != 0 {
+        port_map.insert("vt".to_string(), a.port);
+    }
+    if a.grpc_port != 0 {
+        port_map.insert("grpc".to_string(), a.grpc_port);
+    }
+    let tablet = Tablet {
+        alias: Some(parse_alias(&a.alias)?),
+        hostname: a.hostname,
+        mysql_hostname: a.mysql_host,
+        mysql_port: a.mysql_port,
+        port_map,
+        keyspace: a.keyspace,
+        shard: a.shard,
+        r#type: parse_tablet_type(&a.tablet_type)? as i32,
+        db_name_override: a.db_name_override,
+        tags,
+        ..Default::default()
+    };
+    ts.init_tablet(tablet, a.allow_master_override, a.parent, a.allow_update)
+        .await
+}
+
 /// Records `alias` as its shard's primary with a new term, as a reparent would (vttablet
 /// does this when it becomes primary; `AddTablet` and the demo stand in for it).
 pub(crate) async fn make_shard_primary(
@@ -218,7 +304,7 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
             let t = ts.get_tablet(&parse_alias(&alias)?).await?;
             print(&msg(&t.tablet.msg, compact));
         }
-        Command::GetTablets(a) => return get_tablets(ts, a, compact).await,
+        Command::GetTablets(a) => return get_tablets(ts, a).await,
         Command::DeleteTablets {
             allow_primary,
             aliases,
@@ -233,6 +319,7 @@ pub(crate) async fn run(ts: &Server, command: Command, compact: bool) -> Result<
             crate::out!("Successfully deleted {} tablets", parsed.len());
         }
         Command::AddTablet(a) => add_tablet(ts, a).await?,
+        Command::InitTablet(a) => init_tablet(ts, a).await?,
         Command::GetShardReplication {
             shard: (ks, name),
             cells,
