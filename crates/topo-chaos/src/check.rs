@@ -62,6 +62,11 @@ pub struct Report {
     /// were, and every read was of a written value and monotonic per process; reported
     /// only when [`Reads::Sequential`] allows it.
     pub stale_read_keys: Vec<String>,
+    /// The election workload: the longest time two leaderships both held (from `lead`'s
+    /// completion to the invocation of its `resign`, or the end of the history). Claimed
+    /// leadership may overlap (a paused leader learns of its loss late); fenced writes
+    /// must not, which the counter checks see.
+    pub leader_overlap_ns: u64,
 }
 
 /// The consistency expected of reads.
@@ -206,7 +211,38 @@ pub fn check_with(events: &[Event], reads: Reads) -> Report {
     }
     check_counters(&ops, &mut report.anomalies);
     check_watches(&ops, &mut report.anomalies);
+    report.leader_overlap_ns = leader_overlap(&ops);
     report
+}
+
+/// The longest overlap of two leaderships (see [`Report::leader_overlap_ns`]), matched to
+/// their resignations by fencing token (a process id may change within a term).
+fn leader_overlap(ops: &[Op]) -> u64 {
+    let end_of_history = ops.iter().map(|o| o.ret_ns).max().unwrap_or(0);
+    let resigned: BTreeMap<u64, u64> = ops
+        .iter()
+        .filter(|o| o.f == F::Resign)
+        .filter_map(|o| Some((o.arg.as_u64()?, o.call_ns)))
+        .collect();
+    let mut terms: Vec<(u64, u64)> = ops
+        .iter()
+        .filter(|o| o.f == F::Lead && o.outcome == Kind::Ok)
+        .filter_map(|o| {
+            let token = o.result.as_u64()?;
+            Some((o.ret_ns, *resigned.get(&token).unwrap_or(&end_of_history)))
+        })
+        .collect();
+    terms.sort_unstable();
+    let mut longest = 0;
+    for (i, &(_, end)) in terms.iter().enumerate() {
+        for &(later_start, later_end) in &terms[i + 1..] {
+            if later_start >= end {
+                break;
+            }
+            longest = longest.max(end.min(later_end).saturating_sub(later_start));
+        }
+    }
+    longest
 }
 
 /// With stale reads allowed, each read must still return a value some write or
@@ -437,9 +473,10 @@ fn linearizable(all: &[&Op]) -> Verdict {
     Verdict::Ok
 }
 
-/// The lock workload's invariants, per counter key: the final read counts every
+/// The invariants of the lock and election workloads' counters: the final read counts every
 /// acknowledged increment and no more than the unknown ones besides; no two acknowledged
-/// increments wrote the same value; fencing tokens rise with the counter.
+/// increments wrote the same value; fencing tokens never fall as the counter rises (a
+/// leader makes several increments under one token; a lock holder makes one).
 fn check_counters(ops: &[Op], anomalies: &mut Vec<Anomaly>) {
     let mut keys: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
     for op in ops.iter().filter(|o| o.f == F::Incr) {
@@ -476,7 +513,7 @@ fn check_counters(ops: &[Op], anomalies: &mut Vec<Anomaly>) {
         ordered.sort_by_key(|&(t, v, _)| (v, t));
         for w in ordered.windows(2) {
             let ((t1, v1, o1), (t2, v2, o2)) = (w[0], w[1]);
-            if v1 < v2 && t1 >= t2 {
+            if v1 < v2 && t1 > t2 {
                 anomalies.push(Anomaly {
                     kind: "fencing-order",
                     key: key.to_string(),

@@ -61,6 +61,7 @@ enum WorkloadArg {
     Register,
     Lock,
     Watch,
+    Election,
     All,
 }
 
@@ -154,6 +155,12 @@ fn print_report(report: &Report, events: &[history::Event]) {
     for key in &report.stale_read_keys {
         println!("note: stale reads of {key} (allowed: writes linearize, reads monotonic)");
     }
+    if report.leader_overlap_ns > 0 {
+        println!(
+            "note: claimed leaderships overlapped for up to {:.1} ms (fenced writes did not)",
+            report.leader_overlap_ns as f64 / 1e6
+        );
+    }
 }
 
 fn count(report: &Report, outcome: &str) -> u64 {
@@ -190,11 +197,17 @@ async fn campaign(args: RunArgs) -> ExitCode {
     };
     let workloads = match (args.quick, args.workload) {
         (true, _) | (_, WorkloadArg::All) => {
-            vec![Workload::Register, Workload::Lock, Workload::Watch]
+            vec![
+                Workload::Register,
+                Workload::Lock,
+                Workload::Election,
+                Workload::Watch,
+            ]
         }
         (_, WorkloadArg::Register) => vec![Workload::Register],
         (_, WorkloadArg::Lock) => vec![Workload::Lock],
         (_, WorkloadArg::Watch) => vec![Workload::Watch],
+        (_, WorkloadArg::Election) => vec![Workload::Election],
     };
     let faults = if args.quick { Faults::All } else { args.faults };
     let duration = args.duration.unwrap_or(if args.quick {

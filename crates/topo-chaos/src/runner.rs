@@ -553,6 +553,7 @@ pub fn workload_name(w: Workload) -> &'static str {
         Workload::Register => "register",
         Workload::Lock => "lock",
         Workload::Watch => "watch",
+        Workload::Election => "election",
     }
 }
 

@@ -11,7 +11,7 @@ use topo_core::ConnExt;
 use futures::StreamExt;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use topo_core::{Conn, ErrorKind, Result, TopoError, Version, WatchData};
+use topo_core::{Conn, ErrorKind, Fence, Result, TopoError, Version, WatchData};
 
 use crate::history::{Kind, Recorder, F};
 
@@ -25,6 +25,12 @@ pub const REGISTER_KEYS: [&str; 3] = [
 pub const LOCK_DIR: &str = "/chaos/lock";
 /// The lock workload's counter, inside the locked directory (a lock needs its directory).
 pub const COUNTER: &str = "/chaos/lock/counter";
+/// The election the election workload's participants campaign in.
+pub const ELECTION: &str = "chaos";
+/// The election workload's counter, incremented by leaders with their leadership's fence.
+pub const ELECTION_COUNTER: &str = "/chaos/election/counter";
+/// Fenced increments a leader makes before it resigns.
+const INCREMENTS_PER_TERM: usize = 3;
 /// The watch workload's key.
 pub const WATCH_KEY: &str = "/chaos/watch/w";
 /// How long watchers go on after the deadline (when writes stop and faults heal) by
@@ -46,6 +52,8 @@ pub enum Workload {
     Lock,
     /// Writers write a key; watchers record every value their watch delivers.
     Watch,
+    /// Participants campaign; each leader makes fenced increments of a counter, resigns.
+    Election,
 }
 
 impl Workload {
@@ -55,6 +63,7 @@ impl Workload {
             Workload::Register => &REGISTER_KEYS,
             Workload::Lock => std::slice::from_ref(&COUNTER),
             Workload::Watch => std::slice::from_ref(&WATCH_KEY),
+            Workload::Election => std::slice::from_ref(&ELECTION_COUNTER),
         }
     }
 }
@@ -162,6 +171,7 @@ impl Client {
                 Workload::Register => self.register_op().await,
                 Workload::Lock => self.lock_round().await,
                 Workload::Watch => self.watched_write().await,
+                Workload::Election => self.election_term().await,
             }
         }
     }
@@ -301,6 +311,101 @@ impl Client {
         }
     }
 
+    /// A fenced read-modify-write of counter `key`: `ok` carries `[token, new value]`.
+    async fn fenced_increment(&mut self, fence: &Fence, key: &str) {
+        let token = fence.token();
+        self.record(Kind::Invoke, F::Incr, key, json!(token));
+        let limit = self.bounds.op_timeout;
+        match bounded(limit, key, self.conn.get(key)).await {
+            Ok((bytes, version)) => {
+                let next = parse(&bytes).as_i64().unwrap_or(0) + 1;
+                let r = bounded(
+                    limit,
+                    key,
+                    self.conn.update_fenced(
+                        fence,
+                        key,
+                        next.to_string().as_bytes(),
+                        Some(&version),
+                    ),
+                )
+                .await;
+                match r {
+                    Ok(_) => self.record(Kind::Ok, F::Incr, key, json!([token, next])),
+                    Err(e) => {
+                        tracing::debug!("fenced increment failed: {e}");
+                        self.record(write_outcome(&e), F::Incr, key, json!(e.to_string()));
+                    }
+                }
+            }
+            Err(e) => self.record(Kind::Fail, F::Incr, key, json!(e.to_string())),
+        }
+    }
+
+    /// One term: campaign, and once leading make a few fenced increments of
+    /// [`ELECTION_COUNTER`] (while the leadership token holds), then resign. `lead`'s `ok`
+    /// carries the fencing token; `resign`'s `ok` carries whether the loss signal had
+    /// fired before the resignation.
+    async fn election_term(&mut self) {
+        let id = format!("p{}", self.process);
+        let limit = self.bounds.op_timeout;
+        let participation = match bounded(
+            limit,
+            ELECTION,
+            self.conn.new_leader_participation(ELECTION, &id),
+        )
+        .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!("joining the election failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return;
+            }
+        };
+        self.record(Kind::Invoke, F::Lead, ELECTION, Value::Null);
+        // Waiting may take a dead leader's lease; allow a few call bounds.
+        let won = bounded(limit * 3, ELECTION, participation.wait_for_leadership()).await;
+        let fence = match won {
+            Ok(_) => participation.fence().await,
+            Err(_) => None,
+        };
+        let (leading, fence) = match (won, fence) {
+            (Ok(leading), Some(fence)) => (leading, fence),
+            (won, _) => {
+                let why = won.err().map_or("no fence".to_string(), |e| e.to_string());
+                tracing::debug!("campaign failed: {why}");
+                // A dropped campaign withdraws its entry: this one never led.
+                self.record(Kind::Fail, F::Lead, ELECTION, json!(why));
+                let _ = bounded(limit, ELECTION, async {
+                    participation.stop().await;
+                    Ok(())
+                })
+                .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return;
+            }
+        };
+        self.record(Kind::Ok, F::Lead, ELECTION, json!(fence.token()));
+        for _ in 0..INCREMENTS_PER_TERM {
+            if leading.is_cancelled() {
+                break;
+            }
+            self.fenced_increment(&fence, ELECTION_COUNTER).await;
+        }
+        self.record(Kind::Invoke, F::Resign, ELECTION, json!(fence.token()));
+        let lost = leading.is_cancelled();
+        let stopped = bounded(limit, ELECTION, async {
+            participation.stop().await;
+            Ok(())
+        })
+        .await;
+        match stopped {
+            Ok(()) => self.record(Kind::Ok, F::Resign, ELECTION, json!(lost)),
+            Err(e) => self.record(Kind::Info, F::Resign, ELECTION, json!(e.to_string())),
+        }
+    }
+
     /// Lock, fenced increment, unlock.
     async fn lock_round(&mut self) {
         self.record(Kind::Invoke, F::Lock, LOCK_DIR, Value::Null);
@@ -318,34 +423,8 @@ impl Client {
         };
         let token = guard.fencing_token();
         self.record(Kind::Ok, F::Lock, LOCK_DIR, json!(token));
-        self.record(Kind::Invoke, F::Incr, COUNTER, json!(token));
-        let fence = guard.fence();
+        self.fenced_increment(&guard.fence(), COUNTER).await;
         let limit = self.bounds.op_timeout;
-        let read = bounded(limit, COUNTER, self.conn.get(COUNTER)).await;
-        match read {
-            Ok((bytes, version)) => {
-                let next = parse(&bytes).as_i64().unwrap_or(0) + 1;
-                let r = bounded(
-                    limit,
-                    COUNTER,
-                    self.conn.update_fenced(
-                        &fence,
-                        COUNTER,
-                        next.to_string().as_bytes(),
-                        Some(&version),
-                    ),
-                )
-                .await;
-                match r {
-                    Ok(_) => self.record(Kind::Ok, F::Incr, COUNTER, json!([token, next])),
-                    Err(e) => {
-                        tracing::debug!("fenced increment failed: {e}");
-                        self.record(write_outcome(&e), F::Incr, COUNTER, json!(e.to_string()));
-                    }
-                }
-            }
-            Err(e) => self.record(Kind::Fail, F::Incr, COUNTER, json!(e.to_string())),
-        }
         self.record(Kind::Invoke, F::Unlock, LOCK_DIR, json!(token));
         match bounded(limit, LOCK_DIR, guard.unlock()).await {
             Ok(()) => self.record(Kind::Ok, F::Unlock, LOCK_DIR, Value::Null),

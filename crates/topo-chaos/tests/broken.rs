@@ -1,5 +1,5 @@
-//! A run of the register workload against a connection that acknowledges writes it drops
-//! must be reported; the same run against the honest connection must not.
+//! A run of a workload (register, lock, election) against a connection that acknowledges
+//! writes it drops must be reported; the same run against the honest connection must not.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,6 +72,29 @@ async fn honest_lock_run_passes() {
 #[tokio::test]
 async fn dropped_fenced_writes_are_reported() {
     let r = run(Workload::Lock, Some(5)).await;
+    assert!(
+        r.anomalies
+            .iter()
+            .any(|a| a.kind == "lost-increment" || a.kind == "double-increment"),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn honest_election_run_passes() {
+    let r = run(Workload::Election, None).await;
+    assert!(r.is_valid(), "{r:?}");
+    for f in ["lead", "incr", "resign"] {
+        assert!(
+            r.counts.keys().any(|(g, o)| g == f && o == "ok"),
+            "no {f} succeeded: {r:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn dropped_leader_writes_are_reported() {
+    let r = run(Workload::Election, Some(5)).await;
     assert!(
         r.anomalies
             .iter()

@@ -332,3 +332,47 @@ fn watch_sequences_are_checked() {
         ]
     );
 }
+
+/// A term of the election workload: `lead` by `p` under `token` at `t`, resigned at `end`.
+fn term(t: u64, end: u64, p: u64, token: u64) -> [Row; 4] {
+    [
+        (t, p, Invoke, F::Lead, "chaos", Value::Null),
+        (t + 1, p, Ok, F::Lead, "chaos", json!(token)),
+        (end, p, Invoke, F::Resign, "chaos", json!(token)),
+        (end + 1, p, Ok, F::Resign, "chaos", json!(false)),
+    ]
+}
+
+#[test]
+fn leaders_incrementing_under_one_token_each_pass() {
+    let h = rows(&[
+        &term(5, 28, 0, 5),
+        &incr(10, 0, 5, Ok, 1),
+        &incr(20, 0, 5, Ok, 2),
+        &term(30, 58, 1, 7),
+        &incr(40, 1, 7, Ok, 3),
+        &incr(50, 1, 7, Ok, 4),
+        &final_read(60, 4),
+    ]);
+    let r = check(&h);
+    assert!(r.is_valid(), "{r:?}");
+    assert_eq!(r.leader_overlap_ns, 0);
+}
+
+#[test]
+fn interleaved_fenced_writes_of_two_leaders_are_caught() {
+    // The old leader (token 5) writes again after its successor (token 7) did: the
+    // counter goes 5, 7, 5 in token order.
+    let h = rows(&[
+        &term(5, 70, 0, 5),
+        &term(15, 80, 1, 7),
+        &incr(10, 0, 5, Ok, 1),
+        &incr(20, 1, 7, Ok, 2),
+        &incr(30, 0, 5, Ok, 3),
+        &final_read(90, 3),
+    ]);
+    let r = check(&h);
+    assert_eq!(kinds(&h), ["fencing-order"], "{r:?}");
+    // Both claimed to lead from 16 (the second lead's completion) to 70.
+    assert_eq!(r.leader_overlap_ns, 54);
+}
