@@ -188,15 +188,24 @@ impl SequenceCampaign {
     }
 }
 
-/// A sequence leadership: the named lock and the task that watches its entry.
+/// A leadership held as a lock (sequence and etcd campaigns): the lock, and the loss token
+/// that the campaign's watching task cancels once the lock's entry is gone.
 #[derive(Debug)]
-struct SequenceLeadership {
+pub struct LockLeadership {
     guard: crate::LockGuard,
     lost: CancellationToken,
 }
 
+impl LockLeadership {
+    /// The leadership of `guard`, lost once `lost` is cancelled; resigning cancels `lost`
+    /// (ending the watching task) and releases the lock.
+    pub fn new(guard: crate::LockGuard, lost: CancellationToken) -> Self {
+        LockLeadership { guard, lost }
+    }
+}
+
 #[async_trait]
-impl Leadership for SequenceLeadership {
+impl Leadership for LockLeadership {
     fn lost(&self) -> CancellationToken {
         self.lost.clone()
     }
@@ -245,7 +254,7 @@ impl Campaign for SequenceCampaign {
                 }
             }
         });
-        Ok(Box::new(SequenceLeadership { guard, lost }))
+        Ok(Box::new(LockLeadership::new(guard, lost)))
     }
 
     async fn leader_id(&self) -> Result<String> {

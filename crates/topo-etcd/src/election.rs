@@ -7,11 +7,11 @@ use async_trait::async_trait;
 use etcd_client::{GetOptions, SortOrder, SortTarget};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use topo_core::election::{leader_stream, Campaign, Election, Leadership};
+use topo_core::election::{leader_stream, Campaign, Election, Leadership, LockLeadership};
 use topo_core::lock::LockKind;
-use topo_core::{Conn, Fence, LockDescriptor, Result, WatchStream};
+use topo_core::{Conn, Result, WatchStream};
 
-use crate::lock::{acquire_lock, EtcdLock};
+use crate::lock::acquire_lock;
 use crate::EtcdConn;
 
 /// A participant with `id` in election `name` (already checked).
@@ -31,30 +31,6 @@ pub(crate) struct EtcdCampaign {
     conn: EtcdConn,
     dir: String,
     id: String,
-}
-
-/// A leading lock key, and the token its watching task cancels once it is lost.
-#[derive(Debug)]
-struct EtcdLeadership {
-    lock: EtcdLock,
-    lost: CancellationToken,
-}
-
-#[async_trait]
-impl Leadership for EtcdLeadership {
-    fn lost(&self) -> CancellationToken {
-        self.lost.clone()
-    }
-
-    fn fence(&self) -> Fence {
-        self.lock.fence()
-    }
-
-    async fn resign(self: Box<Self>) -> Result<()> {
-        // Ends the watching task before the key goes.
-        self.lost.cancel();
-        Box::new(self.lock).unlock().await
-    }
 }
 
 /// The id of the participant with the lowest revision, or `""`.
@@ -104,7 +80,7 @@ impl Campaign for EtcdCampaign {
             }
             token.cancel();
         });
-        Ok(Box::new(EtcdLeadership { lock, lost }))
+        Ok(Box::new(LockLeadership::new(Box::new(lock), lost)))
     }
 
     async fn leader_id(&self) -> Result<String> {
