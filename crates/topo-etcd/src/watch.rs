@@ -166,7 +166,8 @@ pub(crate) async fn watch_file(
         async move { tx.closed().await }
     };
     let stream = WatchStream::new(rel, UnboundedReceiverStream::new(rx));
-    let (tx2, conn2, key2) = (tx.clone(), conn.clone(), key.clone());
+    // The re-read after a compaction needs its own handles: the event closure owns these.
+    let (reread_tx, reread_conn, reread_key) = (tx.clone(), conn.clone(), key.clone());
     let closed = conn.closed.clone();
     let task = run(
         conn,
@@ -185,7 +186,7 @@ pub(crate) async fn watch_file(
             }
         },
         move || {
-            let (tx, conn, key) = (tx2.clone(), conn2.clone(), key2.clone());
+            let (tx, conn, key) = (reread_tx.clone(), reread_conn.clone(), reread_key.clone());
             async move {
                 let read = conn
                     .call(&key, |mut c| {
@@ -246,15 +247,17 @@ pub(crate) async fn watch_prefix(
         .iter()
         .map(|i| (i.key.clone(), i.mod_revision))
         .collect();
-    let known2 = Arc::new(Mutex::new(known));
-    let known3 = known2.clone();
+    let known = Arc::new(Mutex::new(known));
+    let reread_known = known.clone();
     let (tx, stream) = WatchStream::coalescing::<String>(rel);
     let tx = Arc::new(tx);
     let dropped = {
         let tx = tx.clone();
         async move { tx.closed().await }
     };
-    let (tx2, conn2, prefix2, to_rel2) = (tx.clone(), conn.clone(), prefix.clone(), to_rel.clone());
+    // The re-read after a compaction needs its own handles: the event closure owns these.
+    let (reread_tx, reread_conn, reread_prefix, reread_to_rel) =
+        (tx.clone(), conn.clone(), prefix.clone(), to_rel.clone());
     let closed = conn.closed.clone();
     let task = run(
         conn,
@@ -262,7 +265,7 @@ pub(crate) async fn watch_prefix(
         true,
         revision + 1,
         move |change| {
-            let mut known = known2.lock().unwrap_or_else(|e| e.into_inner());
+            let mut known = known.lock().unwrap_or_else(|e| e.into_inner());
             let item = match change {
                 Change::Put(k, d) => {
                     known.insert(k.clone(), d.version.raw());
@@ -287,11 +290,11 @@ pub(crate) async fn watch_prefix(
         },
         move || {
             let (tx, conn, prefix, to_rel, known) = (
-                tx2.clone(),
-                conn2.clone(),
-                prefix2.clone(),
-                to_rel2.clone(),
-                known3.clone(),
+                reread_tx.clone(),
+                reread_conn.clone(),
+                reread_prefix.clone(),
+                reread_to_rel.clone(),
+                reread_known.clone(),
             );
             async move {
                 let (items, rev) = match conn.range(&prefix, false).await {

@@ -138,16 +138,16 @@ impl ZkConn {
         .await
     }
 
-    /// Writes `contents` to `key`, at `version` when given; an unconditional write of a
+    /// Writes `contents` to `key`, at `at_version` when given; an unconditional write of a
     /// missing file creates it (as Vitess does).
     pub(crate) async fn update_key(
         &self,
         fence: Option<&Fence>,
         key: &str,
         contents: &[u8],
-        version_: Option<&Version>,
+        at_version: Option<&Version>,
     ) -> Result<Version> {
-        let want = expected(version_);
+        let want = expected(at_version);
         let r = match (fence, want) {
             (None, _) => self.set_data(key, contents, want).await,
             (Some(f), _) => self
@@ -219,14 +219,14 @@ impl ZkConn {
         Ok((data, version(stat.version)))
     }
 
-    /// Deletes `key` (at `version` when given), then the directories it leaves empty.
+    /// Deletes `key` (at `at_version` when given), then the directories it leaves empty.
     pub(crate) async fn delete_key(
         &self,
         fence: Option<&Fence>,
         key: &str,
-        version_: Option<&Version>,
+        at_version: Option<&Version>,
     ) -> Result<()> {
-        let want = expected(version_);
+        let want = expected(at_version);
         match fence {
             None => match self
                 .call_once(key, |c| async move { c.delete(key, want).await })

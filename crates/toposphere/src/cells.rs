@@ -79,7 +79,7 @@ impl Server {
         update: F,
     ) -> Result<Option<CellInfo>>
     where
-        F: FnMut(&mut Stored<CellInfo>) -> Result<()>,
+        F: FnMut(&mut Stored<CellInfo>) -> Result<()> + Send,
     {
         validate_cell_name(cell)?;
         let r = update_loop(
@@ -230,7 +230,7 @@ impl Server {
         mut update: F,
     ) -> Result<Option<CellsAlias>>
     where
-        F: FnMut(&mut Stored<CellsAlias>) -> Result<()>,
+        F: FnMut(&mut Stored<CellsAlias>) -> Result<()> + Send,
     {
         validate_cell_name(alias)?;
         let aliases = self.get_cells_aliases().await?;

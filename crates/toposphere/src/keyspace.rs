@@ -441,7 +441,7 @@ impl Server {
         mut update: F,
     ) -> Result<Option<ShardInfo>>
     where
-        F: FnMut(&mut ShardInfo) -> Result<()>,
+        F: FnMut(&mut ShardInfo) -> Result<()> + Send,
     {
         validate_object_name(ks)?;
         validate_object_name(shard)?;

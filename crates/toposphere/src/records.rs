@@ -1,7 +1,7 @@
 //! Reading and writing records: decode with the path in errors, keep versions, and the
 //! read-modify-write loop every typed update uses.
 
-use topo_core::{Conn, ErrorKind, Fence, Result, TopoError, Version};
+use topo_core::{Conn, ConnExt, Fence, Result, TopoError, Version};
 use topo_proto::{Record, Stored};
 
 /// A record read from the topology, with the version it had.
@@ -43,10 +43,10 @@ pub(crate) enum IfMissing {
     Create,
 }
 
-/// Read-modify-write of the record at `path`: read, let `update` change it, write with the
-/// read version; retried only when another writer got there first (`BadVersion`, or
-/// `NodeExists` when creating). `update` returning `NoUpdateNeeded` ends the loop without a
-/// write and gives `Ok(None)`. With a fence every write is fenced.
+/// Read-modify-write of the record at `path` over [`ConnExt::read_modify_write`]: decode,
+/// let `update` change it, write with the read version; retried only when another writer got
+/// there first. `update` returning `NoUpdateNeeded` ends the loop without a write and gives
+/// `Ok(None)`. With a fence every write is fenced.
 pub(crate) async fn update_loop<M, F>(
     conn: &dyn Conn,
     path: &str,
@@ -56,39 +56,26 @@ pub(crate) async fn update_loop<M, F>(
 ) -> Result<Option<Versioned<M>>>
 where
     M: Record,
-    F: FnMut(&mut Stored<M>) -> Result<()>,
+    F: FnMut(&mut Stored<M>) -> Result<()> + Send,
 {
-    loop {
-        let current = match read_opt::<M>(conn, path).await? {
-            Some(v) => Some(v),
-            None if missing == IfMissing::Create => None,
-            None => return Err(TopoError::NoNode(path.to_string())),
-        };
-        let mut value = current
-            .as_ref()
-            .map(|c| c.value.clone())
-            .unwrap_or_else(|| Stored::new(M::default()));
-        match update(&mut value) {
-            Ok(()) => {}
-            Err(e) if e.is(ErrorKind::NoUpdateNeeded) => return Ok(None),
-            Err(e) => return Err(e),
-        }
-        let bytes = value.encode();
-        let written = match (&current, fence) {
-            (Some(c), None) => conn.update(path, &bytes, Some(&c.version)).await,
-            (Some(c), Some(f)) => conn.update_fenced(f, path, &bytes, Some(&c.version)).await,
-            (None, None) => conn.create(path, &bytes).await,
-            (None, Some(f)) => conn.create_fenced(f, path, &bytes).await,
-        };
-        match written {
-            Ok(version) => return Ok(Some(Versioned { value, version })),
-            Err(e) if e.is(ErrorKind::BadVersion) || e.is(ErrorKind::NodeExists) => {
-                tracing::debug!(path, "update raced another writer; retrying");
-            }
-            Err(e) if e.is_no_node() && current.is_some() && missing == IfMissing::Create => {}
-            Err(e) => return Err(e),
-        }
-    }
+    // The value of the attempt that was written, returned with its version.
+    let mut written = None;
+    let version = conn
+        .read_modify_write(path, fence, |current| {
+            let mut value = match current {
+                Some(bytes) => Stored::decode(bytes, path)?,
+                None if missing == IfMissing::Create => Stored::new(M::default()),
+                None => return Err(TopoError::NoNode(path.to_string())),
+            };
+            update(&mut value)?;
+            let bytes = value.encode();
+            written = Some(value);
+            Ok(bytes)
+        })
+        .await?;
+    Ok(version
+        .zip(written)
+        .map(|(version, value)| Versioned { value, version }))
 }
 
 /// Writes `value` at `path`: unconditionally without a version, else compare-and-set; fenced

@@ -131,7 +131,7 @@ impl Server {
         update: F,
     ) -> Result<Option<TabletInfo>>
     where
-        F: FnMut(&mut Stored<Tablet>) -> Result<()>,
+        F: FnMut(&mut Stored<Tablet>) -> Result<()> + Send,
     {
         let (cell, text) = alias_parts(alias)?;
         let conn = self.conn_for_cell(&cell).await?;
@@ -439,7 +439,7 @@ impl Server {
         update: F,
     ) -> Result<Option<Versioned<ShardReplication>>>
     where
-        F: FnMut(&mut Stored<ShardReplication>) -> Result<()>,
+        F: FnMut(&mut Stored<ShardReplication>) -> Result<()> + Send,
     {
         validate_object_name(ks)?;
         validate_object_name(shard)?;

@@ -104,7 +104,7 @@ async fn edit_shard<F>(
     mut edit: F,
 ) -> Result<ShardInfo>
 where
-    F: FnMut(&mut ShardInfo) -> Result<()>,
+    F: FnMut(&mut ShardInfo) -> Result<()> + Send,
 {
     let lock = ts.lock_keyspace(ks, action).await?;
     let r = ts
