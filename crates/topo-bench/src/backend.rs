@@ -71,7 +71,11 @@ impl Backend {
                     let c = topo_testkit::zk::ZkCluster::standalone()
                         .map_err(|e| format!("cannot start ZooKeeper: {e}"))?;
                     let addr = c.addrs();
-                    let raw = zookeeper_client::Client::connect(&addr)
+                    // The session timeout Toposphere's ZooKeeper connections use (the
+                    // client's default, 6 s, gives up on a request after 2.4 s).
+                    let raw = zookeeper_client::Client::connector()
+                        .with_session_timeout(ZkOptions::default().session_timeout)
+                        .connect(&addr)
                         .await
                         .map_err(|e| format!("raw ZooKeeper client: {e}"))?;
                     let f = Arc::new(ZkFactory::new(ZkOptions::default()));
