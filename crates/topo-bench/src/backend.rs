@@ -203,7 +203,16 @@ impl Raw {
                 assert!(r.succeeded(), "raw create {key}: exists");
             }
             Raw::Zk(c) => {
-                c.create(key, value, &zk_opts()).await.expect("raw create");
+                // A request the server left unanswered (a stalled JVM) is sent again, as
+                // Toposphere's bulk writes do; if the first was applied, the node exists.
+                for attempt in 1..=3 {
+                    match c.create(key, value, &zk_opts()).await {
+                        Ok(_) => return,
+                        Err(zookeeper_client::Error::NodeExists) if attempt > 1 => return,
+                        Err(e) if attempt == 3 => panic!("raw create {key}: {e}"),
+                        Err(_) => {}
+                    }
+                }
             }
             Raw::Local(c) => local_write(c, key, value, false),
         }
