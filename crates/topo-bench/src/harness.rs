@@ -233,3 +233,59 @@ impl Table {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Latencies: median and 99th percentile; rates: median and the slowest 1 %.
+    #[test]
+    fn summaries_take_the_tail_on_the_bad_side() {
+        let samples: Vec<f64> = (1..=101).map(f64::from).collect();
+        let lat = summarize(&samples, Unit::Micros);
+        assert_eq!((lat.p50, lat.p99), (51.0, 100.0));
+        let rate = summarize(&samples, Unit::PerSec);
+        assert_eq!((rate.p50, rate.p99), (51.0, 2.0));
+        assert!(summarize(&[], Unit::Micros).p50.is_nan());
+    }
+
+    /// A row states its ratio and whether the goal is met, in the goal's direction.
+    #[test]
+    fn rows_judge_goals() {
+        let mut t = Table::new("S0", "test", "none");
+        t.row(
+            "etcd",
+            "slow",
+            Unit::Micros,
+            &[12.0],
+            &[10.0],
+            Goal::RatioAtMost(1.05),
+        );
+        t.row(
+            "etcd",
+            "fast",
+            Unit::PerSec,
+            &[9.0],
+            &[10.0],
+            Goal::RatioAtLeast(0.8),
+        );
+        t.row("etcd", "cap", Unit::Micros, &[0.5], &[], Goal::AtMost(1.0));
+        let text = t.render();
+        assert!(
+            text.contains(
+                "| etcd | slow | µs | 12.00 | 12.00 | 10.00 | 10.00 | 1.20 | ≤ 1.05× | **no** |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| etcd | fast | ops/s | 9.00 | 9.00 | 10.00 | 10.00 | 0.90 | ≥ 0.8× | yes |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("| etcd | cap | µs | 0.500 | 0.500 | - | - | - | ≤ 1 | yes |"),
+            "{text}"
+        );
+    }
+}
