@@ -61,8 +61,9 @@ pub async fn s6(ctx: &Ctx, backends: &[Backend]) -> Table {
     }
     t.note(format!(
         "{rounds} rounds; Toposphere writes with `toposphere::copy::write_all` (what `topo restore` \
-         and `topo2topo` use) through the statistics wrapper; the raw client creates the same \
-         number of new 150-byte keys with the same concurrency. Tail column = slowest 1 % of rounds."
+         uses; `topo2topo` writes each record with the same `put` after reading the destination's \
+         copy) through the statistics wrapper; the raw client creates the same number of new \
+         150-byte keys with the same concurrency. Tail column = slowest 1 % of rounds."
     ));
     t
 }
