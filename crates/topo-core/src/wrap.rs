@@ -271,6 +271,12 @@ impl<H: ConnHook> Conn for HookedConn<H> {
     }
 }
 
+/// The upper bounds, in seconds, of the latency histogram's buckets (Prometheus `le`); a
+/// call slower than the last bound is only in the total count (`+Inf`).
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// Counters of one operation on one cell.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OpStats {
@@ -282,6 +288,21 @@ pub struct OpStats {
     pub total: Duration,
     /// Time spent waiting for the read-concurrency limit.
     pub read_wait: Duration,
+    /// Calls by duration: `latency[i]` counts the calls that took more than
+    /// `LATENCY_BUCKETS[i - 1]` and at most [`LATENCY_BUCKETS`]`[i]` seconds (not
+    /// cumulative; a call slower than every bound is in none).
+    pub latency: [u64; LATENCY_BUCKETS.len()],
+}
+
+impl OpStats {
+    /// The histogram as Prometheus wants it: for each bound, the calls at most that long.
+    pub fn cumulative_latency(&self) -> [u64; LATENCY_BUCKETS.len()] {
+        let mut out = self.latency;
+        for i in 1..out.len() {
+            out[i] += out[i - 1];
+        }
+        out
+    }
 }
 
 /// Statistics shared by every [`StatsConn`] of a server, keyed by cell and operation
@@ -322,6 +343,10 @@ impl TopoStats {
         s.errors += u64::from(failed);
         s.total += elapsed;
         s.read_wait += read_wait;
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|&le| secs <= le) {
+            s.latency[i] += 1;
+        }
     }
 }
 
@@ -555,6 +580,28 @@ mod tests {
         let get = stats.get("zone1", Op::Get);
         assert_eq!((get.calls, get.errors), (2, 1));
         assert_eq!(stats.get("zone1", Op::Create).calls, 1);
+    }
+
+    /// Each call lands in the first bucket whose bound it does not exceed; one slower than
+    /// every bound is only counted; the cumulative form adds up to the calls that fit.
+    #[test]
+    fn latency_histogram_buckets() {
+        let stats = TopoStats::new();
+        for ms in [0.3, 0.5, 0.7, 3000.0, 20_000.0] {
+            let d = Duration::from_secs_f64(ms / 1000.0);
+            stats.record("zone1", Op::Get, d, Duration::ZERO, false);
+        }
+        let get = stats.get("zone1", Op::Get);
+        assert_eq!(get.calls, 5);
+        let mut want = [0; LATENCY_BUCKETS.len()];
+        want[0] = 2; // 0.3 ms and exactly 0.5 ms
+        want[1] = 1; // 0.7 ms
+        want[12] = 1; // 3 s: over 2.5 s, at most 5 s
+        assert_eq!(get.latency, want);
+        let cumulative = get.cumulative_latency();
+        assert_eq!(cumulative[0], 2);
+        assert_eq!(cumulative[11], 3);
+        assert_eq!(cumulative[LATENCY_BUCKETS.len() - 1], 4);
     }
 
     #[tokio::test]

@@ -59,6 +59,8 @@ pub struct ServeOptions {
     /// Without a token, answer requests addressed to any name, not only to loopback names
     /// (`--insecure`); see [`access::require_loopback_host`].
     pub any_host: bool,
+    /// The program's serving-graph cache, whose counters `/metrics` then shows.
+    pub srv_cache: Option<Arc<toposphere::srv_cache::SrvCache>>,
 }
 
 impl Default for ServeOptions {
@@ -69,6 +71,7 @@ impl Default for ServeOptions {
             token: None,
             tls: None,
             any_host: false,
+            srv_cache: None,
         }
     }
 }
@@ -114,7 +117,9 @@ impl App {
 
     /// The Prometheus text of this server's statistics and watches.
     pub fn metrics(&self) -> String {
-        metrics::render(self.ts.stats(), &self.live.counts())
+        let mut extra = self.live.counts();
+        extra.srv_cache = self.options.srv_cache.as_ref().map(|c| c.stats());
+        metrics::render(self.ts.stats(), &extra)
     }
 }
 

@@ -93,6 +93,7 @@ impl Live {
             open_watches: self.open_watches.load(Ordering::Relaxed),
             watch_events: self.watch_events.load(Ordering::Relaxed),
             watch_errors: self.watch_errors.load(Ordering::Relaxed),
+            srv_cache: None,
         }
     }
 

@@ -2,7 +2,8 @@
 
 use std::fmt::Write;
 
-use topo_core::wrap::{OpStats, TopoStats};
+use topo_core::wrap::{OpStats, TopoStats, LATENCY_BUCKETS};
+use toposphere::srv_cache::SrvCacheStats;
 
 /// Reads one counter of an operation's statistics.
 type CounterOf = fn(&OpStats) -> String;
@@ -16,6 +17,8 @@ pub struct ExtraCounts {
     pub watch_events: u64,
     /// Watches that ended with an error (and were restarted).
     pub watch_errors: u64,
+    /// The counters of the program's serving-graph cache, when it has one.
+    pub srv_cache: Option<SrvCacheStats>,
 }
 
 fn escape(label: &str) -> String {
@@ -25,11 +28,9 @@ fn escape(label: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Renders `stats` (per cell and operation: calls, errors, time) and `extra` in the
-/// Prometheus text format, version 0.0.4. Any program that embeds Toposphere can serve it.
-///
-/// The statistics wrapper keeps a count and a total time per operation, not buckets, so
-/// latency is a summary (`_count` and `_sum`) rather than a histogram.
+/// Renders `stats` (per cell and operation: calls, errors, a latency histogram) and `extra`
+/// in the Prometheus text format, version 0.0.4. Any program that embeds Toposphere can
+/// serve it.
 pub fn render(stats: &TopoStats, extra: &ExtraCounts) -> String {
     let snapshot = stats.snapshot();
     let mut out = String::new();
@@ -73,10 +74,14 @@ pub fn render(stats: &TopoStats, extra: &ExtraCounts) -> String {
     header(
         &mut out,
         name,
-        "summary",
+        "histogram",
         "Time spent in topology operations, by cell and operation.",
     );
     for (labels, s) in &labelled {
+        for (le, n) in LATENCY_BUCKETS.iter().zip(s.cumulative_latency()) {
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", s.calls);
         let _ = writeln!(out, "{name}_sum{{{labels}}} {}", s.total.as_secs_f64());
         let _ = writeln!(out, "{name}_count{{{labels}}} {}", s.calls);
     }
@@ -100,7 +105,41 @@ pub fn render(stats: &TopoStats, extra: &ExtraCounts) -> String {
             extra.watch_errors,
         ),
     ];
-    for (name, kind, help, v) in watches {
+    let cache = extra.srv_cache.map(|c| {
+        [
+            (
+                "toposphere_srv_cache_hits_total",
+                "counter",
+                "Serving-graph cache reads answered from memory.",
+                c.hits,
+            ),
+            (
+                "toposphere_srv_cache_misses_total",
+                "counter",
+                "Serving-graph cache reads that waited for the topology.",
+                c.misses,
+            ),
+            (
+                "toposphere_srv_cache_errors_total",
+                "counter",
+                "Serving-graph cache reads that returned an error.",
+                c.errors,
+            ),
+            (
+                "toposphere_srv_cache_stale_reads_total",
+                "counter",
+                "Serving-graph cache reads answered with a last good value while its watch failed.",
+                c.stale_reads,
+            ),
+            (
+                "toposphere_srv_cache_stale_records",
+                "gauge",
+                "Serving-graph cache records holding a last good value while their watch fails.",
+                c.stale_records,
+            ),
+        ]
+    });
+    for (name, kind, help, v) in watches.into_iter().chain(cache.into_iter().flatten()) {
         header(&mut out, name, kind, help);
         let _ = writeln!(out, "{name} {v}");
     }

@@ -369,12 +369,72 @@ async fn metrics_render_operation_counters() {
         .unwrap_or_else(|| panic!("{text}"));
     let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(n > 0, "{line}");
-    assert!(text.contains("# TYPE toposphere_topo_operation_seconds summary"));
+    assert!(text.contains("# TYPE toposphere_topo_operation_seconds histogram"));
     assert!(
         text.contains("toposphere_topo_operation_seconds_count{cell=\"zone1\",operation=\"List\"}"),
         "{text}"
     );
     assert!(text.contains("toposphere_serve_watches_open 0"));
+    assert!(
+        !text.contains("toposphere_srv_cache_"),
+        "no cache counters without a cache: {text}"
+    );
+}
+
+/// `/metrics` over HTTP: each operation's latency histogram has cumulative buckets that end
+/// at its count, and the counters of the serving-graph cache the server was given.
+#[tokio::test]
+async fn metrics_render_latency_histograms_and_srv_cache_counters_over_http() {
+    let (_dir, ts) = local_demo().await;
+    let cache = toposphere::srv_cache::SrvCache::new(ts.clone());
+    cache.get_srv_keyspace("zone1", "commerce").await.unwrap();
+    cache.get_srv_keyspace("zone1", "commerce").await.unwrap();
+    assert!(cache.get_srv_keyspace("zone1", "nope").await.is_err());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let options = ServeOptions {
+        srv_cache: Some(cache),
+        ..ServeOptions::default()
+    };
+    let app = App::new(ts.clone(), options);
+    tokio::spawn(async move { axum::serve(listener, router(app)).await });
+    let response = http_get(addr, "/metrics").await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let value = |prefix: &str| -> u64 {
+        let line = response
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {response}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(response.contains("# TYPE toposphere_topo_operation_seconds histogram"));
+    // The cache's two watches (one for a name that does not exist) are zone1's watches.
+    let labels = "cell=\"zone1\",operation=\"Watch\"";
+    let buckets: Vec<u64> = response
+        .lines()
+        .filter(|l| {
+            l.starts_with(&format!(
+                "toposphere_topo_operation_seconds_bucket{{{labels},le="
+            ))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(buckets.len(), 15, "14 bounds and +Inf: {response}");
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    let count = value(&format!(
+        "toposphere_topo_operation_seconds_count{{{labels}}}"
+    ));
+    assert_eq!(count, 2);
+    assert_eq!(buckets[14], count);
+    assert!(response.contains(&format!(
+        "toposphere_topo_operation_seconds_bucket{{{labels},le=\"0.0005\"}}"
+    )));
+    assert_eq!(value("toposphere_srv_cache_hits_total "), 1);
+    assert_eq!(value("toposphere_srv_cache_misses_total "), 2);
+    assert_eq!(value("toposphere_srv_cache_errors_total "), 1);
+    assert_eq!(value("toposphere_srv_cache_stale_reads_total "), 0);
+    assert_eq!(value("toposphere_srv_cache_stale_records "), 0);
+    assert!(response.contains("# TYPE toposphere_srv_cache_hits_total counter"));
 }
 
 #[tokio::test]

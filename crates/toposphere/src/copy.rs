@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use futures::StreamExt;
-use topo_core::{Conn, Result, TopoError, ValueLimit};
+use topo_core::{Conn, ErrorKind, Result, TopoError, ValueLimit};
 use topo_proto::json::{message_type_for_path, to_json, JsonForm};
 
 use crate::{paths, Server, GLOBAL_CELL};
@@ -283,9 +283,37 @@ pub fn check_sizes<L: std::fmt::Display>(
 /// an etcd or ZooKeeper pipeline on one host, few enough not to crowd out other clients.
 pub const DEFAULT_CONCURRENCY: usize = 32;
 
-/// Writes every `(path, bytes)` of `items` to `conn` unconditionally, `concurrency` at a
-/// time, calling `on_written` after each. Stops at the first error (other writes already in
-/// flight finish); what was written before stays.
+/// How many times a bulk write that timed out is tried in all.
+pub const WRITE_ATTEMPTS: usize = 3;
+
+/// Writes `bytes` at `path` unconditionally, as bulk writes do: a create first (one round
+/// trip on every backend for a new key, as in an empty target, where ZooKeeper's
+/// unconditional update of a missing node takes two), an update when the key exists. The
+/// write is idempotent, so an attempt that timed out is tried again, [`WRITE_ATTEMPTS`] in
+/// all.
+///
+/// # Errors
+/// The write's error; `Timeout` once every attempt timed out.
+pub async fn put(conn: &dyn Conn, path: &str, bytes: &[u8]) -> Result<()> {
+    let mut attempt = 1;
+    loop {
+        let written = match conn.create(path, bytes).await {
+            Err(e) if e.is(ErrorKind::NodeExists) => conn.update(path, bytes, None).await,
+            r => r,
+        };
+        match written {
+            Err(e) if e.is(ErrorKind::Timeout) && attempt < WRITE_ATTEMPTS => {
+                tracing::warn!(path, attempt, "a write timed out; trying again: {e}");
+                attempt += 1;
+            }
+            r => return r.map(|_| ()),
+        }
+    }
+}
+
+/// Writes every `(path, bytes)` of `items` to `conn` unconditionally (see [`put`]),
+/// `concurrency` at a time, calling `on_written` after each. Stops at the first error
+/// (other writes already in flight finish); what was written before stays.
 ///
 /// # Errors
 /// The first write error (backend errors name the path).
@@ -297,7 +325,7 @@ pub async fn write_all(
 ) -> Result<()> {
     let mut writes = futures::stream::iter(items)
         .map(|(path, bytes)| async move {
-            conn.update(path, bytes, None).await?;
+            put(conn, path, bytes).await?;
             on_written(path);
             Ok::<(), TopoError>(())
         })
@@ -396,7 +424,7 @@ pub async fn copy(
                     Err(e) => return Err(e),
                 };
                 if !same && !options.dry_run {
-                    dest.update(&r.path, bytes, None).await?;
+                    put(dest.as_ref(), &r.path, bytes).await?;
                 }
                 on_record(r);
                 Ok(same)
@@ -464,6 +492,67 @@ pub async fn compare(a: &Server, b: &Server, kinds: &[RecordKind]) -> Result<usi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use topo_core::memory::MemoryStore;
+    use topo_core::wrap::{ConnHook, HookedConn, Op};
+
+    /// Fails the first `timeouts` creates with `Timeout` (not applied) and counts calls.
+    #[derive(Debug, Default)]
+    struct Flaky {
+        timeouts: AtomicUsize,
+        calls: Mutex<Vec<Op>>,
+    }
+
+    #[async_trait::async_trait]
+    impl ConnHook for Flaky {
+        type Permit = ();
+        async fn before(&self, op: Op, path: &str) -> Result<()> {
+            self.calls.lock().unwrap().push(op);
+            let left = self.timeouts.load(Ordering::SeqCst);
+            if op == Op::Create && left > 0 {
+                self.timeouts.store(left - 1, Ordering::SeqCst);
+                return Err(TopoError::Timeout(format!("Create {path}")));
+            }
+            Ok(())
+        }
+        fn after(&self, _op: Op, _permit: (), _error: Option<&TopoError>) {}
+    }
+
+    fn flaky(timeouts: usize) -> HookedConn<Flaky> {
+        let hook = Flaky {
+            timeouts: AtomicUsize::new(timeouts),
+            ..Default::default()
+        };
+        HookedConn::new(MemoryStore::new().conn("/r"), hook)
+    }
+
+    /// A new key is one create; an existing key a create, then an update.
+    #[tokio::test]
+    async fn put_creates_first_and_updates_an_existing_key() {
+        let conn = flaky(0);
+        put(&conn, "a", b"1").await.unwrap();
+        assert_eq!(*conn.hook().calls.lock().unwrap(), [Op::Create]);
+        put(&conn, "a", b"2").await.unwrap();
+        assert_eq!(
+            *conn.hook().calls.lock().unwrap(),
+            [Op::Create, Op::Create, Op::Update]
+        );
+        assert_eq!(conn.get("a").await.unwrap().0, b"2");
+    }
+
+    /// Timed-out writes are tried again, up to WRITE_ATTEMPTS in all.
+    #[tokio::test]
+    async fn put_retries_timed_out_writes() {
+        let conn = flaky(WRITE_ATTEMPTS - 1);
+        put(&conn, "a", b"1").await.unwrap();
+        assert_eq!(conn.get("a").await.unwrap().0, b"1");
+        let conn = flaky(WRITE_ATTEMPTS);
+        let err = put(&conn, "a", b"1").await.unwrap_err();
+        assert!(err.is(ErrorKind::Timeout), "{err}");
+        assert_eq!(conn.hook().calls.lock().unwrap().len(), WRITE_ATTEMPTS);
+        assert!(conn.get("a").await.unwrap_err().is_no_node());
+    }
 
     #[test]
     fn sizes_are_checked_all_at_once() {

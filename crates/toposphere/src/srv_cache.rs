@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -54,11 +55,37 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// record is gone; any other error only while no value was ever read).
 type Slot<M> = Option<Result<Arc<M>>>;
 
-/// A cached record: its slot and when it was last asked for.
+/// A cached record: its slot, when it was last asked for, and whether its value is a last
+/// good one kept while its watch fails.
 #[derive(Debug)]
 struct CacheEntry<M> {
     rx: watch::Receiver<Slot<M>>,
     last_used: Instant,
+    stale: Arc<AtomicBool>,
+}
+
+/// What a [`SrvCache`] has answered so far, and how many of its records are stale now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SrvCacheStats {
+    /// Reads answered from memory (the record was cached and had a state).
+    pub hits: u64,
+    /// Reads that had to wait for the topology (first use, or no state yet).
+    pub misses: u64,
+    /// Reads that returned an error (`NoNode` included).
+    pub errors: u64,
+    /// Reads answered with a last good value while the record's watch was failing.
+    pub stale_reads: u64,
+    /// Records whose value is a last good one kept while their watch fails (now).
+    pub stale_records: u64,
+}
+
+/// The read counters of a [`SrvCache`].
+#[derive(Debug, Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    errors: AtomicU64,
+    stale_reads: AtomicU64,
 }
 
 /// The entries of one record kind, by (cell, keyspace).
@@ -92,6 +119,7 @@ pub struct SrvCache {
     stop: CancellationToken,
     /// Background tasks still running (one per cached record).
     tasks: TaskTracker,
+    counters: Counters,
 }
 
 impl Drop for SrvCache {
@@ -101,9 +129,10 @@ impl Drop for SrvCache {
 }
 
 /// Keeps one record fresh: watch, publish each value, and on any failure keep the last
-/// value and watch again after a pause.
+/// value (marking it `stale`) and watch again after a pause.
 async fn follow<M, W, WF>(
     tx: watch::Sender<Slot<M>>,
+    stale: Arc<AtomicBool>,
     stop: CancellationToken,
     mut backoff: Backoff,
     mut start: W,
@@ -116,10 +145,15 @@ async fn follow<M, W, WF>(
         tx.send_modify(|slot| {
             // An outage keeps the last good value; a deletion does not.
             let keep = matches!(slot, Some(Ok(_))) && !e.is_no_node();
+            stale.store(keep, Ordering::Relaxed);
             if !keep {
                 *slot = Some(Err(e));
             }
         })
+    };
+    let publish = |v: M| {
+        stale.store(false, Ordering::Relaxed);
+        tx.send_replace(Some(Ok(Arc::new(v))));
     };
     // A watch that stayed open this long counts as healthy even without changes.
     let healthy_after = backoff.max_delay();
@@ -131,7 +165,7 @@ async fn follow<M, W, WF>(
         match attempt {
             Ok((first, mut changes)) => {
                 let opened = Instant::now();
-                tx.send_replace(Some(Ok(Arc::new(first))));
+                publish(first);
                 loop {
                     let item = tokio::select! {
                         _ = stop.cancelled() => return,
@@ -140,7 +174,7 @@ async fn follow<M, W, WF>(
                     match item {
                         Some(Ok(v)) => {
                             backoff.reset();
-                            tx.send_replace(Some(Ok(Arc::new(v))));
+                            publish(v);
                         }
                         Some(Err(e)) => {
                             tracing::debug!("serving watch ended: {e}; watching again");
@@ -213,7 +247,26 @@ impl SrvCache {
             vschemas: Entries::default(),
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            counters: Counters::default(),
         })
+    }
+
+    /// What the cache has answered so far, and how many records are stale now.
+    pub fn stats(&self) -> SrvCacheStats {
+        fn stale<M>(entries: &Entries<M>) -> u64 {
+            let map = lock_map(&entries.by_key);
+            map.values()
+                .filter(|e| e.stale.load(Ordering::Relaxed))
+                .count() as u64
+        }
+        let c = &self.counters;
+        SrvCacheStats {
+            hits: c.hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            stale_reads: c.stale_reads.load(Ordering::Relaxed),
+            stale_records: stale(&self.keyspaces) + stale(&self.vschemas),
+        }
     }
 
     /// How many records are cached (each with its background watch).
@@ -226,13 +279,46 @@ impl SrvCache {
         self.len() == 0
     }
 
-    /// The receiver of `key`'s slot in `entries`, starting its watch on first use.
+    /// `key`'s record from `entries`, starting its watch on first use and waiting (at most
+    /// the remote-operation timeout) for its first state; counted in [`SrvCache::stats`].
+    async fn read<M, W, WF>(
+        &self,
+        entries: &Entries<M>,
+        key: (String, String),
+        start: W,
+        what: &str,
+    ) -> Result<Arc<M>>
+    where
+        M: Send + Sync + 'static,
+        W: FnMut() -> WF + Send + 'static,
+        WF: Future<Output = Result<TypedWatch<M>>> + Send + 'static,
+    {
+        let (rx, stale) = self.receiver(entries, key, start);
+        let c = &self.counters;
+        if rx.borrow().is_some() {
+            c.hits.fetch_add(1, Ordering::Relaxed);
+            if stale {
+                c.stale_reads.fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            c.misses.fetch_add(1, Ordering::Relaxed);
+        }
+        let limit = self.server.config().remote_operation_timeout;
+        let answer = answer(rx, limit, what).await;
+        if answer.is_err() {
+            c.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        answer
+    }
+
+    /// The receiver of `key`'s slot in `entries` and whether its value is stale, starting
+    /// its watch on first use.
     fn receiver<M, W, WF>(
         &self,
         entries: &Entries<M>,
         key: (String, String),
         start: W,
-    ) -> watch::Receiver<Slot<M>>
+    ) -> (watch::Receiver<Slot<M>>, bool)
     where
         M: Send + Sync + 'static,
         W: FnMut() -> WF + Send + 'static,
@@ -241,7 +327,9 @@ impl SrvCache {
         let mut map = lock_map(&entries.by_key);
         let entry = map.entry(key.clone()).or_insert_with(|| {
             let (tx, rx) = watch::channel(None);
-            let follow = follow(tx, self.stop.clone(), self.options.backoff.clone(), start);
+            let stale = Arc::new(AtomicBool::new(false));
+            let backoff = self.options.backoff.clone();
+            let follow = follow(tx, stale.clone(), self.stop.clone(), backoff, start);
             let idle = evict_when_idle(entries.by_key.clone(), key, self.options.idle_ttl);
             self.tasks.spawn(async move {
                 // Evicted: the watch (and its sender) is dropped with `follow`.
@@ -253,10 +341,11 @@ impl SrvCache {
             CacheEntry {
                 rx,
                 last_used: Instant::now(),
+                stale,
             }
         });
         entry.last_used = Instant::now();
-        entry.rx.clone()
+        (entry.rx.clone(), entry.stale.load(Ordering::Relaxed))
     }
 
     /// The SrvKeyspace of `ks` in `cell`, from memory once it was read: the first call
@@ -267,17 +356,13 @@ impl SrvCache {
     /// could never be read; `Timeout` when nothing arrived in time.
     pub async fn get_srv_keyspace(&self, cell: &str, ks: &str) -> Result<Arc<SrvKeyspace>> {
         let (server, c, k) = (self.server.clone(), cell.to_string(), ks.to_string());
-        let rx = self.receiver(
+        self.read(
             &self.keyspaces,
             (cell.to_string(), ks.to_string()),
             move || {
                 let (server, c, k) = (server.clone(), c.clone(), k.clone());
                 async move { server.watch_srv_keyspace(&c, &k).await }
             },
-        );
-        answer(
-            rx,
-            self.server.config().remote_operation_timeout,
             &format!("SrvKeyspace {ks} in {cell}"),
         )
         .await
@@ -290,17 +375,13 @@ impl SrvCache {
     /// As [`SrvCache::get_srv_keyspace`].
     pub async fn get_srv_vschema(&self, cell: &str) -> Result<Arc<SrvVSchema>> {
         let (server, c) = (self.server.clone(), cell.to_string());
-        let rx = self.receiver(
+        self.read(
             &self.vschemas,
             (cell.to_string(), String::new()),
             move || {
                 let (server, c) = (server.clone(), c.clone());
                 async move { server.watch_srv_vschema(&c).await }
             },
-        );
-        answer(
-            rx,
-            self.server.config().remote_operation_timeout,
             &format!("SrvVSchema of {cell}"),
         )
         .await
@@ -321,19 +402,106 @@ mod tests {
         let stop = CancellationToken::new();
         let n = attempts.clone();
         let backoff = SrvCacheOptions::default().backoff;
-        let task = tokio::spawn(follow::<u32, _, _>(tx, stop.clone(), backoff, move || {
-            n.fetch_add(1, Ordering::SeqCst);
-            async {
-                let fails = futures::stream::iter(vec![Err(TopoError::Interrupted("w".into()))]);
-                Ok((1u32, fails.boxed()))
-            }
-        }));
+        let stale = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(follow::<u32, _, _>(
+            tx,
+            stale,
+            stop.clone(),
+            backoff,
+            move || {
+                n.fetch_add(1, Ordering::SeqCst);
+                async {
+                    let fails =
+                        futures::stream::iter(vec![Err(TopoError::Interrupted("w".into()))]);
+                    Ok((1u32, fails.boxed()))
+                }
+            },
+        ));
         tokio::time::sleep(Duration::from_millis(1500)).await;
         stop.cancel();
         task.await.unwrap();
         // Every 100 ms would be about 15; pauses doubling from 100 ms give about 4.
         let n = attempts.load(Ordering::SeqCst);
         assert!(n <= 7, "{n} watch attempts in 1.5 s");
+    }
+
+    /// A watch that fails after a value keeps the value and marks it stale; the watch is
+    /// opened again and its value published.
+    #[tokio::test]
+    async fn a_failed_watch_marks_its_kept_value_stale() {
+        let (tx, mut rx) = watch::channel(None);
+        let stale = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let n = attempts.clone();
+        let backoff = Backoff::new(Duration::from_millis(200), Duration::from_millis(200));
+        let task = tokio::spawn(follow::<u32, _, _>(
+            tx,
+            stale.clone(),
+            stop.clone(),
+            backoff,
+            move || {
+                let attempt = n.fetch_add(1, Ordering::SeqCst) as u32;
+                async move {
+                    let fails =
+                        futures::stream::iter(vec![Err(TopoError::Interrupted("w".into()))]);
+                    Ok((attempt, fails.boxed()))
+                }
+            },
+        ));
+        rx.wait_for(|s| matches!(s, Some(Ok(v)) if **v == 0))
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !stale.load(Ordering::SeqCst) {
+            assert!(
+                Instant::now() < deadline,
+                "the kept value was never marked stale"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            matches!(&*rx.borrow(), Some(Ok(_))),
+            "the value is kept, not the error"
+        );
+        rx.wait_for(|s| matches!(s, Some(Ok(v)) if **v == 1))
+            .await
+            .unwrap();
+        stop.cancel();
+        task.await.unwrap();
+        assert!(attempts.load(Ordering::SeqCst) >= 2);
+    }
+
+    /// Reads are counted as hits (from memory), misses (waited for the topology) and errors.
+    #[tokio::test]
+    async fn reads_are_counted() {
+        use topo_core::memory::MemoryFactory;
+        use topo_proto::topodata::CellInfo;
+
+        let factory = Arc::new(MemoryFactory::new());
+        let ts = Server::open_with_factory(factory, "mem", "/global", Default::default())
+            .await
+            .unwrap();
+        let cell = CellInfo {
+            server_address: "mem".into(),
+            root: "/c1".into(),
+        };
+        ts.create_cell_info("c1", &cell).await.unwrap();
+        ts.update_srv_keyspace("c1", "ks", &SrvKeyspace::default())
+            .await
+            .unwrap();
+        let cache = SrvCache::new(ts);
+        assert_eq!(cache.stats(), SrvCacheStats::default());
+        cache.get_srv_keyspace("c1", "ks").await.unwrap();
+        cache.get_srv_keyspace("c1", "ks").await.unwrap();
+        cache.get_srv_keyspace("c1", "ks").await.unwrap();
+        assert!(cache.get_srv_keyspace("c1", "nope").await.is_err());
+        let stats = cache.stats();
+        assert_eq!(
+            (stats.hits, stats.misses, stats.errors, stats.stale_records),
+            (2, 2, 1, 0),
+            "{stats:?}"
+        );
     }
 
     /// Records asked for (names that do not exist included) are evicted after the idle TTL,
