@@ -62,35 +62,40 @@ impl QueueEntry {
         contents: &[u8],
         queue_exists: bool,
     ) -> Result<Self> {
-        let created = create_node(conn, queue, contents, queue_exists).await?;
-        let lost = CancellationToken::new();
-        let stop = CancellationToken::new();
         // The task follows the session through a state watcher, not a client, which would
         // keep a closed connection's session alive; it ends when the entry is released.
+        // Taken before the node is made: from the node's creation to the entry that owns
+        // it there is no await, so a caller that drops this future (a lock timeout) cannot
+        // leave the node without an owner to delete it.
         let client = conn.client().await?;
         let (num, den) = SUSPENSION_LIMIT;
         let limit = client.session_timeout() * num / den;
         let states = client.state_watcher();
         drop(client);
+        let created = create_node(conn, queue, contents, queue_exists).await?;
+        let lost = CancellationToken::new();
+        let stop = CancellationToken::new();
+        let (token, node, alone) = created.claim();
         let ended = follow_session(states, limit, lost.clone(), stop.clone());
-        let (c, node) = (conn.clone(), created.node.clone());
+        let c = conn.clone();
+        let watched = node.clone();
         tokio::spawn(async move {
             if ended.await == Ended::Suspended {
                 // Nobody may rely on this entry any more: out of the queue with it, or it
                 // would block the others once the connection is back.
-                c.forget(&node);
-                c.clean_up(&node);
+                c.forget(&watched);
+                c.clean_up(&watched);
             }
         });
         Ok(QueueEntry {
             conn: conn.clone(),
             queue: queue.to_string(),
-            node: created.node,
-            token: created.token,
+            node,
+            token,
             lost,
             stop,
             released: false,
-            alone: created.alone,
+            alone,
         })
     }
 
@@ -392,8 +397,8 @@ impl ZkConn {
 
 /// Creates an entry's node in a task of its own, returning its fencing token (creation
 /// zxid) and path. When the caller stops waiting (a lock call dropped by its timeout) the
-/// task still learns the outcome and deletes the node, which would otherwise block the
-/// queue for as long as the session lives.
+/// task still learns the outcome, and the unclaimed [`Created`] deletes the node, which
+/// would otherwise block the queue for as long as the session lives.
 async fn create_node(
     conn: &ZkConn,
     queue: &str,
@@ -404,24 +409,44 @@ async fn create_node(
     let (c, q, data) = (conn.clone(), queue.to_string(), contents.to_vec());
     // Tracked as a clean-up: `close()` waits for the outcome, and for the deletion.
     conn.session().cleanups.spawn(async move {
-        let created = create_registered(&c, &q, &data, queue_exists).await;
-        if let Err(Ok(Created { node, .. })) = tx.send(created) {
-            c.forget(&node);
-            delete_quietly(&c, &node).await;
-        }
+        // Unreceived (or received by a future dropped before it took the node over), the
+        // node is deleted when its `Created` is dropped.
+        let _ = tx.send(create_registered(&c, &q, &data, queue_exists).await);
     });
     rx.await
         .unwrap_or_else(|_| Err(TopoError::Interrupted(queue.to_string())))
 }
 
-/// A queue node just created.
+/// A queue node just created. Until [`Created::claim`] hands it to an entry, dropping it
+/// deletes the node in the background: whoever asked for it may be gone, and the session
+/// that owns the node lives on.
 #[derive(Debug)]
 struct Created {
+    /// The connection that deletes the node if it is dropped unclaimed.
+    conn: Option<ZkConn>,
     /// The fencing token: the node's creation zxid.
     token: u64,
     node: String,
     /// Made together with its queue directory: the only entry.
     alone: bool,
+}
+
+impl Created {
+    /// Takes the node over (its token, path and whether it is alone): the caller deletes it
+    /// from now on.
+    fn claim(mut self) -> (u64, String, bool) {
+        self.conn = None;
+        (self.token, std::mem::take(&mut self.node), self.alone)
+    }
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.forget(&self.node);
+            conn.clean_up(&self.node);
+        }
+    }
 }
 
 /// Creates the node and records it as owned, one creation at a time per session. When the
@@ -455,6 +480,7 @@ async fn create_registered(
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(node.clone());
                 return Ok(Created {
+                    conn: Some(conn.clone()),
                     token: u64::try_from(stat.czxid).unwrap_or(0),
                     node,
                     alone,
