@@ -221,7 +221,7 @@ pub(crate) async fn run(ts: &Server, g: &GlobalArgs, force: bool) -> Result<()> 
     crate::out!("Look at it:");
     crate::out!("  topo GetKeyspaces");
     crate::out!("  topo GetTablets");
-    crate::out!("  topo --compact GetSrvKeyspaces customer zone1");
+    crate::out!("  topo GetSrvKeyspaces customer zone1");
     crate::out!("  topo TopoLs -R /");
     crate::out!("  topo TopoCat --decode-proto-json /keyspaces/*/shards/*/Shard");
     crate::out!("  topo doctor");
