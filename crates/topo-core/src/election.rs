@@ -262,19 +262,37 @@ impl Campaign for SequenceCampaign {
     }
 
     async fn leader_changes(&self) -> Result<WatchStream<String>> {
-        let (_, changes) = self.conn.watch_recursive(&self.dir).await?;
-        let first = leader_id(self.conn.as_ref(), &self.dir).await?;
         let (conn, dir) = (self.conn.clone(), self.dir.clone());
-        Ok(leader_stream(
-            &self.dir,
-            first,
-            changes.map(|c| c.map(|_| ())),
-            move || {
-                let (conn, dir) = (conn.clone(), dir.clone());
-                async move { leader_id(conn.as_ref(), &dir).await }
-            },
-        ))
+        watched_leader_stream(self.conn.as_ref(), &self.dir, move || {
+            let (conn, dir) = (conn.clone(), dir.clone());
+            async move { leader_id(conn.as_ref(), &dir).await }
+        })
+        .await
     }
+}
+
+/// [`leader_stream`] for an election whose entries live under `dir` on `conn`: a recursive
+/// watch of `dir`, armed before the first read of `leader()`, tells when to read again.
+///
+/// # Errors
+/// When the watch cannot be set or the first read fails.
+pub async fn watched_leader_stream<L, LF>(
+    conn: &dyn Conn,
+    dir: &str,
+    mut leader: L,
+) -> Result<WatchStream<String>>
+where
+    L: FnMut() -> LF + Send + 'static,
+    LF: std::future::Future<Output = Result<String>> + Send,
+{
+    let (_, changes) = conn.watch_recursive(dir).await?;
+    let first = leader().await?;
+    Ok(leader_stream(
+        dir,
+        first,
+        changes.map(|c| c.map(|_| ())),
+        leader,
+    ))
 }
 
 /// A stream of leader ids for `wait_for_new_leader`: `first` (when not empty), then, after

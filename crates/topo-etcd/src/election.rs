@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use etcd_client::{GetOptions, SortOrder, SortTarget};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use topo_core::election::{leader_stream, Campaign, Election, Leadership, LockLeadership};
+use topo_core::election::{watched_leader_stream, Campaign, Election, Leadership, LockLeadership};
 use topo_core::lock::LockKind;
 use topo_core::{Conn, Result, WatchStream};
 
@@ -88,17 +88,11 @@ impl Campaign for EtcdCampaign {
     }
 
     async fn leader_changes(&self) -> Result<WatchStream<String>> {
-        let (_, changes) = self.conn.watch_recursive(&self.dir).await?;
-        let first = leader_id(&self.conn, &self.dir).await?;
         let (conn, dir) = (self.conn.clone(), self.dir.clone());
-        Ok(leader_stream(
-            &self.dir,
-            first,
-            changes.map(|c| c.map(|_| ())),
-            move || {
-                let (conn, dir) = (conn.clone(), dir.clone());
-                async move { leader_id(&conn, &dir).await }
-            },
-        ))
+        watched_leader_stream(&self.conn, &self.dir, move || {
+            let (conn, dir) = (conn.clone(), dir.clone());
+            async move { leader_id(&conn, &dir).await }
+        })
+        .await
     }
 }
