@@ -7,8 +7,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
+use topo_core::backoff::Backoff;
 use topo_core::{Conn, ErrorKind, Result, TopoError, ValueLimit};
 use topo_proto::json::{message_type_for_path, to_json, JsonForm};
 
@@ -289,24 +291,38 @@ pub const WRITE_ATTEMPTS: usize = 3;
 /// Writes `bytes` at `path` unconditionally, as bulk writes do: a create first (one round
 /// trip on every backend for a new key, as in an empty target, where ZooKeeper's
 /// unconditional update of a missing node takes two), an update when the key exists. The
-/// write is idempotent, so an attempt that timed out is tried again, [`WRITE_ATTEMPTS`] in
-/// all.
+/// write is idempotent, so an attempt that timed out is tried again after a pause,
+/// [`WRITE_ATTEMPTS`] in all.
 ///
 /// # Errors
 /// The write's error; `Timeout` once every attempt timed out.
 pub async fn put(conn: &dyn Conn, path: &str, bytes: &[u8]) -> Result<()> {
+    write(conn, path, bytes, false).await
+}
+
+/// As [`put`]; `exists` says the key was just seen, so the write starts with the update.
+async fn write(conn: &dyn Conn, path: &str, bytes: &[u8], mut exists: bool) -> Result<()> {
+    let mut pauses = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     let mut attempt = 1;
     loop {
-        let written = match conn.create(path, bytes).await {
-            Err(e) if e.is(ErrorKind::NodeExists) => conn.update(path, bytes, None).await,
-            r => r,
+        let written = if exists {
+            conn.update(path, bytes, None).await.map(drop)
+        } else {
+            match conn.create(path, bytes).await {
+                Err(e) if e.is(ErrorKind::NodeExists) => {
+                    exists = true;
+                    conn.update(path, bytes, None).await.map(drop)
+                }
+                r => r.map(drop),
+            }
         };
         match written {
             Err(e) if e.is(ErrorKind::Timeout) && attempt < WRITE_ATTEMPTS => {
                 tracing::warn!(path, attempt, "a write timed out; trying again: {e}");
                 attempt += 1;
+                tokio::time::sleep(pauses.next_delay()).await;
             }
-            r => return r.map(|_| ()),
+            r => return r,
         }
     }
 }
@@ -418,13 +434,14 @@ pub async fn copy(
         let mut results = futures::stream::iter(records)
             .map(|(r, bytes)| async move {
                 let dest = &dests[&r.cell];
-                let same = match dest.get(&r.path).await {
-                    Ok((existing, _)) => existing == *bytes,
-                    Err(TopoError::NoNode(_)) => false,
+                let existing = match dest.get(&r.path).await {
+                    Ok((existing, _)) => Some(existing),
+                    Err(TopoError::NoNode(_)) => None,
                     Err(e) => return Err(e),
                 };
+                let same = existing.as_deref() == Some(bytes.as_slice());
                 if !same && !options.dry_run {
-                    put(dest.as_ref(), &r.path, bytes).await?;
+                    write(dest.as_ref(), &r.path, bytes, existing.is_some()).await?;
                 }
                 on_record(r);
                 Ok(same)
@@ -538,6 +555,16 @@ mod tests {
             *conn.hook().calls.lock().unwrap(),
             [Op::Create, Op::Create, Op::Update]
         );
+        assert_eq!(conn.get("a").await.unwrap().0, b"2");
+    }
+
+    /// A key known to exist (copy has just read it) is one update, no create.
+    #[tokio::test]
+    async fn a_known_key_is_updated_at_once() {
+        let conn = flaky(0);
+        put(&conn, "a", b"1").await.unwrap();
+        write(&conn, "a", b"2", true).await.unwrap();
+        assert_eq!(*conn.hook().calls.lock().unwrap(), [Op::Create, Op::Update]);
         assert_eq!(conn.get("a").await.unwrap().0, b"2");
     }
 
