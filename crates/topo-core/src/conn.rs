@@ -243,10 +243,11 @@ pub trait LeaderParticipation: Send + Sync + Debug {
     /// `Interrupted` when `stop` was called before or while waiting.
     async fn wait_for_leadership(&self) -> Result<CancellationToken>;
 
-    /// The fence of the leadership held now, `None` when not leading. Writes made with it
-    /// ([`Conn::update_fenced`] and the other fenced calls) fail with `LockLost` once the
-    /// leadership's entry is gone, so a leader that lost its place without noticing yet
-    /// cannot overwrite its successor's work.
+    /// The fence of the leadership won, from `wait_for_leadership`'s return until `stop`;
+    /// `None` before (it does not wait for a campaign in progress) and after. Writes made
+    /// with it ([`Conn::update_fenced`] and the other fenced calls) fail with `LockLost`
+    /// once the leadership's entry is gone, so a leader that lost its place without
+    /// noticing yet cannot overwrite its successor's work.
     async fn fence(&self) -> Option<Fence>;
 
     /// Leaves the election, releasing leadership if held, and returns once cleaned up. A

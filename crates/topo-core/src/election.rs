@@ -66,6 +66,9 @@ pub struct Election<C> {
     dir: String,
     stop: CancellationToken,
     held: Mutex<Option<(Box<dyn Leadership>, CancellationToken)>>,
+    /// The held leadership's fence, apart from `held` (which a waiting campaign keeps
+    /// locked), so `fence()` answers at once.
+    fence: std::sync::Mutex<Option<Fence>>,
 }
 
 impl<C: Campaign> fmt::Debug for Election<C> {
@@ -86,7 +89,14 @@ impl<C: Campaign> Election<C> {
             dir: dir.into(),
             stop: CancellationToken::new(),
             held: Mutex::new(None),
+            fence: std::sync::Mutex::new(None),
         }
+    }
+}
+
+impl<C> Election<C> {
+    fn fence_slot(&self) -> std::sync::MutexGuard<'_, Option<Fence>> {
+        self.fence.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -117,18 +127,19 @@ impl<C: Campaign> LeaderParticipation for Election<C> {
                 }
             }
         });
+        *self.fence_slot() = Some(won.fence());
         *held = Some((won, leading.clone()));
         Ok(leading)
     }
 
     async fn fence(&self) -> Option<Fence> {
-        let held = self.held.lock().await;
-        held.as_ref().map(|(won, _)| won.fence())
+        self.fence_slot().clone()
     }
 
     async fn stop(&self) {
         self.stop.cancel();
         if let Some((won, leading)) = self.held.lock().await.take() {
+            *self.fence_slot() = None;
             // The leader stops acting before its entry goes and another can lead.
             leading.cancel();
             if let Err(e) = won.resign().await {

@@ -604,6 +604,11 @@ async fn check_leader_fence<F: ConnFactory>(factory: &F, root: &str) {
         let mp2 = mp2.clone();
         tokio::spawn(async move { mp2.wait_for_leadership().await })
     };
+    sleep(Duration::from_millis(100)).await;
+    let waiting = timeout(Duration::from_secs(1), mp2.fence())
+        .await
+        .expect("fence() must not wait for a campaign in progress");
+    assert!(waiting.is_none(), "a fence while waiting to lead");
     mp1.stop().await;
     assert!(mp1.fence().await.is_none(), "a fence after stop");
     timeout(PATIENCE, waiter)
