@@ -11,7 +11,9 @@ use topo_core::ConnExt;
 use futures::StreamExt;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use topo_core::{Conn, ErrorKind, Fence, Result, TopoError, Version, WatchData};
+use topo_core::{
+    Conn, ErrorKind, Fence, LeaderParticipation, Result, TopoError, Version, WatchData,
+};
 
 use crate::history::{Kind, Recorder, F};
 
@@ -101,6 +103,15 @@ async fn bounded<T>(limit: Duration, what: &str, f: impl Future<Output = Result<
         Ok(r) => r,
         Err(_) => Err(TopoError::Timeout(what.to_string())),
     }
+}
+
+/// Leaves the election, `Timeout` when that takes longer than `limit`.
+async fn stop_within(limit: Duration, participation: &dyn LeaderParticipation) -> Result<()> {
+    bounded(limit, ELECTION, async {
+        participation.stop().await;
+        Ok(())
+    })
+    .await
 }
 
 fn parse(bytes: &[u8]) -> Value {
@@ -365,23 +376,19 @@ impl Client {
         };
         self.record(Kind::Invoke, F::Lead, ELECTION, Value::Null);
         // Waiting may take a dead leader's lease; allow a few call bounds.
-        let won = bounded(limit * 3, ELECTION, participation.wait_for_leadership()).await;
-        let fence = match won {
-            Ok(_) => participation.fence().await,
-            Err(_) => None,
+        let won = match bounded(limit * 3, ELECTION, participation.wait_for_leadership()).await {
+            Ok(leading) => (participation.fence().await)
+                .map(|fence| (leading, fence))
+                .ok_or_else(|| "leading without a fence".to_string()),
+            Err(e) => Err(e.to_string()),
         };
-        let (leading, fence) = match (won, fence) {
-            (Ok(leading), Some(fence)) => (leading, fence),
-            (won, _) => {
-                let why = won.err().map_or("no fence".to_string(), |e| e.to_string());
+        let (leading, fence) = match won {
+            Ok(won) => won,
+            Err(why) => {
                 tracing::debug!("campaign failed: {why}");
                 // A dropped campaign withdraws its entry: this one never led.
                 self.record(Kind::Fail, F::Lead, ELECTION, json!(why));
-                let _ = bounded(limit, ELECTION, async {
-                    participation.stop().await;
-                    Ok(())
-                })
-                .await;
+                let _ = stop_within(limit, participation.as_ref()).await;
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 return;
             }
@@ -395,11 +402,7 @@ impl Client {
         }
         self.record(Kind::Invoke, F::Resign, ELECTION, json!(fence.token()));
         let lost = leading.is_cancelled();
-        let stopped = bounded(limit, ELECTION, async {
-            participation.stop().await;
-            Ok(())
-        })
-        .await;
+        let stopped = stop_within(limit, participation.as_ref()).await;
         match stopped {
             Ok(()) => self.record(Kind::Ok, F::Resign, ELECTION, json!(lost)),
             Err(e) => self.record(Kind::Info, F::Resign, ELECTION, json!(e.to_string())),
