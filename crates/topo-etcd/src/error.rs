@@ -8,16 +8,13 @@ pub(crate) fn convert(err: etcd_client::Error, path: &str) -> TopoError {
     match &err {
         etcd_client::Error::GRpcStatus(status) => match status.code() {
             Code::NotFound => TopoError::NoNode(path.to_string()),
-            Code::Unavailable if connect_failure(status).is_some() => {
-                let cause = connect_failure(status).unwrap_or_default();
-                TopoError::backend_msg(
+            Code::Unavailable | Code::DeadlineExceeded => match connect_failure(status) {
+                Some(cause) => TopoError::backend_msg(
                     crate::BACKEND,
                     format!("{path}: cannot connect to etcd: {cause}"),
-                )
-            }
-            Code::Unavailable | Code::DeadlineExceeded => {
-                TopoError::Timeout(format!("{path}: {}", status.message()))
-            }
+                ),
+                None => TopoError::Timeout(format!("{path}: {}", status.message())),
+            },
             // etcd's own "too large", and tonic's client-side message limit (OutOfRange).
             Code::ResourceExhausted => {
                 TopoError::ResourceExhausted(format!("{path}: {}", status.message()))
