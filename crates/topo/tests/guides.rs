@@ -99,16 +99,20 @@ fn topo_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Runs `script` with `sh -e` (every variable exported) in `dir` with `env`; returns its
-/// stdout and the variables it leaves.
+/// How long one step of a guide may take: a step that hangs fails the test (status 124
+/// from `timeout`) instead of stalling the run.
+const STEP_LIMIT: &str = "120";
+
+/// Runs `script` with `sh -e` (every variable exported) in `dir` with `env`, bounded by
+/// [`STEP_LIMIT`] seconds; returns its stdout and the variables it leaves.
 fn sh(
     dir: &Path,
     env: &BTreeMap<String, String>,
     script: &str,
 ) -> (String, BTreeMap<String, String>) {
     let env_file = dir.join(".guide-env");
-    let out = Command::new("sh")
-        .arg("-c")
+    let out = Command::new("timeout")
+        .args([STEP_LIMIT, "sh", "-c"])
         .arg(format!(
             "set -ea\n{script}\nenv -0 > '{}'",
             env_file.display()
